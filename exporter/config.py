@@ -1,0 +1,297 @@
+"""Configuration: YAML (and the previous tool's teams JSON) into a validated, frozen ``Config``.
+
+Every problem becomes a :class:`ConfigError` whose message is one line naming the key.
+Defaults are documented in the README's configuration section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.periods import PeriodTable, build_period_table, resolve_zone
+
+TOKEN_ENV = "GITLAB_TOKEN"
+
+DEFAULT_PERIODS: dict[str, str] = {
+    "night": "00:00-06:00",
+    "morning": "06:00-12:00",
+    "afternoon": "12:00-18:00",
+    "evening": "18:00-24:00",
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line that names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class GitLabSettings(_Strict):
+    url: str
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    requests_per_second: float = Field(default=10.0, gt=0)
+    max_concurrency: int = Field(default=16, ge=1, le=256)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=20)
+    tls_verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+
+class ScanSettings(_Strict):
+    interval_seconds: float = Field(default=300.0, gt=0)
+    lookback_days: float = Field(default=30.0, gt=0, le=3650)
+    timezone: str = "UTC"
+    periods: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PERIODS))
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        resolve_zone(value)
+        return value
+
+    @field_validator("periods")
+    @classmethod
+    def _check_periods(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("needs at least one period")
+        build_period_table(value)
+        return value
+
+
+class TeamSettings(_Strict):
+    name: str = Field(min_length=1)
+    members: list[str] = Field(default_factory=list)
+    group: str | None = None
+    project: str | None = None
+
+    @model_validator(mode="after")
+    def _has_people(self) -> TeamSettings:
+        if not self.members and not self.group:
+            raise ValueError(f"team {self.name!r} needs members, a group, or both")
+        return self
+
+
+class UserSettings(_Strict):
+    username: str = Field(min_length=1)
+    emails: list[str] = Field(default_factory=list)
+
+
+class FileSettings(_Strict):
+    gitlab: GitLabSettings
+    scan: ScanSettings = Field(default_factory=ScanSettings)
+    teams: list[TeamSettings] = Field(default_factory=list)
+    teams_file: Path | None = None
+    users: list[UserSettings] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    name: str
+    members: tuple[str, ...]
+    group: str | None = None
+    project: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration the rest of the exporter works from."""
+
+    gitlab: GitLabSettings
+    scan: ScanSettings
+    token: str
+    teams: tuple[Team, ...]
+    extra_emails: Mapping[str, tuple[str, ...]]  # lower-cased username -> emails
+    standalone_users: tuple[str, ...]  # from `users:`, scanned even without a team
+    period_table: PeriodTable
+
+    @property
+    def static_usernames(self) -> tuple[str, ...]:
+        """Usernames known without asking GitLab (group members come at scan time)."""
+        seen: dict[str, str] = {}
+        for team in self.teams:
+            for member in team.members:
+                seen.setdefault(member.casefold(), member)
+        for user in self.standalone_users:
+            seen.setdefault(user.casefold(), user)
+        return tuple(seen.values())
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{location}: unknown key"
+    if kind == "missing":
+        return f"{location}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}"
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {str(path)!r} is not UTF-8 text") from None
+
+
+def load_teams_file(path: Path) -> list[Team]:
+    """Read the previous tool's teams JSON, reporting problems by team and member number."""
+    text = _read_text(path, "teams_file")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"teams_file: {str(path)!r} is not valid JSON (line {exc.lineno}: {exc.msg})"
+        ) from None
+    if not isinstance(document, dict) or not isinstance(document.get("teams"), list):
+        raise ConfigError('teams_file: expected an object with a "teams" list')
+    teams: list[Team] = []
+    for t_index, raw in enumerate(document["teams"], start=1):
+        where = f"teams_file: team {t_index}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected an object")
+        name = raw.get("team_name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: team_name is missing or empty")
+        where = f"{where} ({name!r})"
+        project = raw.get("project_name")
+        if project is not None and not isinstance(project, str):
+            raise ConfigError(f"{where}: project_name must be a string")
+        members = raw.get("members")
+        if not isinstance(members, list):
+            raise ConfigError(f"{where}: members must be a list")
+        usernames: list[str] = []
+        for m_index, member in enumerate(members, start=1):
+            m_where = f"{where}, member {m_index}"
+            if not isinstance(member, dict):
+                raise ConfigError(f"{m_where}: expected an object")
+            username = member.get("username")
+            if not isinstance(username, str) or not username.strip():
+                raise ConfigError(f"{m_where}: username is missing or empty")
+            member_name = member.get("name")
+            if member_name is not None and not isinstance(member_name, str):
+                raise ConfigError(f"{m_where}: name must be a string")
+            user_id = member.get("user_id")
+            if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, int)):
+                raise ConfigError(f"{m_where}: user_id must be an integer")
+            usernames.append(username.strip())
+        teams.append(Team(name=name.strip(), members=tuple(usernames), project=project))
+    return teams
+
+
+def _resolve_token(settings: GitLabSettings, env: Mapping[str, str], base: Path) -> str:
+    from_env = env.get(TOKEN_ENV, "").strip()
+    if from_env:
+        return from_env
+    if settings.token is not None and settings.token_file is not None:
+        raise ConfigError("gitlab.token: set either token or token_file, not both")
+    if settings.token is not None:
+        token = settings.token.get_secret_value().strip()
+        if not token:
+            raise ConfigError("gitlab.token: is empty")
+        return token
+    if settings.token_file is not None:
+        token = _read_text(base / settings.token_file, "gitlab.token_file").strip()
+        if not token:
+            raise ConfigError("gitlab.token_file: the file is empty")
+        return token
+    raise ConfigError(
+        f"gitlab.token: no token; set {TOKEN_ENV}, gitlab.token or gitlab.token_file"
+    )
+
+
+def parse_config(
+    document: Any, *, env: Mapping[str, str] | None = None, base: Path = Path(".")
+) -> Config:
+    """Validate a parsed YAML document. Relative files resolve against ``base``."""
+    if not isinstance(document, dict):
+        raise ConfigError("(top level): expected a mapping of keys")
+    try:
+        settings = FileSettings.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    token = _resolve_token(settings.gitlab, os.environ if env is None else env, base)
+
+    teams = [
+        Team(name=t.name, members=tuple(t.members), group=t.group, project=t.project)
+        for t in settings.teams
+    ]
+    if settings.teams_file is not None:
+        teams.extend(load_teams_file(base / settings.teams_file))
+    names = [t.name for t in teams]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"teams: team {duplicates[0]!r} is defined more than once")
+
+    extra: dict[str, tuple[str, ...]] = {}
+    for index, user in enumerate(settings.users):
+        key = user.username.casefold()
+        if key in extra:
+            raise ConfigError(f"users.{index}.username: {user.username!r} is listed twice")
+        extra[key] = tuple(e.strip() for e in user.emails if e.strip())
+
+    if not teams and not settings.users:
+        raise ConfigError("teams: nobody to scan; configure teams, teams_file or users")
+
+    return Config(
+        gitlab=settings.gitlab,
+        scan=settings.scan,
+        token=token,
+        teams=tuple(teams),
+        extra_emails=extra,
+        standalone_users=tuple(u.username for u in settings.users),
+        period_table=build_period_table(settings.scan.periods),
+    )
+
+
+def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the YAML file at ``path``."""
+    path = Path(path)
+    text = _read_text(path, "config.file")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(
+            f"config.file: {str(path)!r} is not valid YAML{where}: {problem}"
+        ) from None
+    return parse_config(document, env=env, base=path.parent)
+
