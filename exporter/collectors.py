@@ -1,0 +1,251 @@
+"""Prometheus collectors rendering the latest :class:`~exporter.snapshot.Snapshot`.
+
+One small collector per metric family, each reading the current snapshot once per
+scrape through ``source``. A scrape never talks to GitLab: it only renders what the
+last scan produced. Everything is registered on a private registry returned by
+:func:`build_registry`, never on ``prometheus_client.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from exporter.reasons import FAILURE_REASONS
+from exporter.snapshot import PROJECT_KINDS, Snapshot, UserState
+
+__all__ = [
+    "FAILURE_REASONS",
+    "PREFIX",
+    "BuildInfoCollector",
+    "LastScanDurationCollector",
+    "LastScanSuccessCollector",
+    "LastScanUsersCollector",
+    "ScansTotalCollector",
+    "SnapshotCollector",
+    "TeamMemberInfoCollector",
+    "UserCommitsCollector",
+    "UserLastSuccessCollector",
+    "UserPeriodCommitsCollector",
+    "UserProjectsCollector",
+    "UserScanFailuresCollector",
+    "UserUpCollector",
+    "build_registry",
+]
+
+PREFIX = "gitlab_activity_"
+
+SnapshotSource = Callable[[], Snapshot]
+
+
+def _users(snapshot: Snapshot) -> list[UserState]:
+    """The snapshot's users in a stable order (by username)."""
+    return [snapshot.users[name] for name in sorted(snapshot.users)]
+
+
+class SnapshotCollector(Collector):
+    """Base: reads the snapshot once per ``collect`` call and renders one family."""
+
+    def __init__(self, source: SnapshotSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.families(self._source()))
+
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
+class UserCommitsCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_commits",
+            "Distinct commits (by SHA) authored by the user within the look-back window, "
+            "from the user's last successful scan.",
+            labels=["user"],
+        )
+        for user in _users(snapshot):
+            if user.stats is not None:
+                family.add_metric([user.username], user.stats.commits)
+        yield family
+
+
+class UserPeriodCommitsCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_period_commits",
+            "Commits of the user within the look-back window, split by the configured "
+            "local-time period of their authored date.",
+            labels=["user", "period"],
+        )
+        for user in _users(snapshot):
+            if user.stats is None:
+                continue
+            for period in snapshot.periods:
+                family.add_metric(
+                    [user.username, period], user.stats.period_commits.get(period, 0)
+                )
+        yield family
+
+
+class UserProjectsCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_projects",
+            "Projects of the user by kind: personal (own namespace), contributed "
+            "(contributed to, not personal), active (at least one counted commit).",
+            labels=["user", "kind"],
+        )
+        for user in _users(snapshot):
+            if user.stats is None:
+                continue
+            for kind in PROJECT_KINDS:
+                family.add_metric([user.username, kind], user.stats.projects.get(kind, 0))
+        yield family
+
+
+class UserScanFailuresCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            PREFIX + "user_scan_failures_total",
+            "Failed scans of the user, by reason of the failure.",
+            labels=["user", "reason"],
+        )
+        for user in _users(snapshot):
+            reasons = list(FAILURE_REASONS)
+            reasons += sorted(r for r in user.failures if r not in FAILURE_REASONS)
+            for reason in reasons:
+                family.add_metric([user.username, reason], user.failures.get(reason, 0))
+        yield family
+
+
+class UserLastSuccessCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_last_success_timestamp_seconds",
+            "Unix time at which the user was last scanned completely.",
+            labels=["user"],
+        )
+        for user in _users(snapshot):
+            if user.last_success is not None:
+                family.add_metric([user.username], user.last_success)
+        yield family
+
+
+class UserUpCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_up",
+            "1 when the user's latest scan succeeded, 0 when it failed "
+            "(the user's other gauges then show the last good values).",
+            labels=["user"],
+        )
+        for user in _users(snapshot):
+            family.add_metric([user.username], 0 if user.stale else 1)
+        yield family
+
+
+class TeamMemberInfoCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "team_member_info",
+            "1 for each membership of a user in a team.",
+            labels=["team", "user"],
+        )
+        for team in sorted(snapshot.teams):
+            for member in sorted(set(snapshot.teams[team])):
+                family.add_metric([team, member], 1)
+        yield family
+
+
+class LastScanSuccessCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "last_scan_success_timestamp_seconds",
+            "Unix time at which the last scan that ran to completion ended "
+            "(some users may have failed in it).",
+        )
+        if snapshot.last_complete_scan_end is not None:
+            family.add_metric([], snapshot.last_complete_scan_end)
+        yield family
+
+
+class LastScanDurationCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "last_scan_duration_seconds",
+            "Wall-clock duration of the last scan.",
+        )
+        if snapshot.last_scan is not None:
+            family.add_metric([], snapshot.last_scan.duration)
+        yield family
+
+
+class LastScanUsersCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "last_scan_users",
+            "Users in the last scan by outcome: scanned (successfully) or failed.",
+            labels=["state"],
+        )
+        scan = snapshot.last_scan
+        if scan is not None:
+            family.add_metric(["scanned"], scan.users_total - scan.users_failed)
+            family.add_metric(["failed"], scan.users_failed)
+        yield family
+
+
+class ScansTotalCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            PREFIX + "scans_total",
+            "Scans finished since the exporter started.",
+        )
+        family.add_metric([], snapshot.scans_total)
+        yield family
+
+
+class BuildInfoCollector(Collector):
+    """Constant ``gitlab_activity_build_info{version} 1``."""
+
+    def __init__(self, version: str) -> None:
+        self._version = version
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "build_info",
+            "Always 1; the version label is the version of the exporter.",
+            labels=["version"],
+        )
+        family.add_metric([self._version], 1)
+        return [family]
+
+
+SNAPSHOT_COLLECTORS: tuple[type[SnapshotCollector], ...] = (
+    UserCommitsCollector,
+    UserPeriodCommitsCollector,
+    UserProjectsCollector,
+    UserScanFailuresCollector,
+    UserLastSuccessCollector,
+    UserUpCollector,
+    TeamMemberInfoCollector,
+    LastScanSuccessCollector,
+    LastScanDurationCollector,
+    LastScanUsersCollector,
+    ScansTotalCollector,
+)
+
+
+def build_registry(source: SnapshotSource, *, version: str) -> CollectorRegistry:
+    """A private registry with every snapshot collector and the build info registered.
+
+    ``source`` returns the current snapshot; it is called once per collector per scrape,
+    so it must be cheap (typically returning an attribute of the service).
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    for collector_type in SNAPSHOT_COLLECTORS:
+        registry.register(collector_type(source))
+    registry.register(BuildInfoCollector(version))
+    return registry
