@@ -1,0 +1,99 @@
+"""Pure aggregation: one user's numbers from the commits of the user's projects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Protocol
+
+from exporter.matching import Identity
+from exporter.periods import PeriodTable, period_of
+from exporter.snapshot import UserStats, frozen_map
+
+
+class CommitLike(Protocol):
+    @property
+    def sha(self) -> str: ...
+    @property
+    def author_name(self) -> str: ...
+    @property
+    def author_email(self) -> str: ...
+    @property
+    def authored_date(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The look-back window, half-open: ``start <= authored < end``."""
+
+    start: datetime
+    end: datetime
+
+    def __contains__(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSets:
+    """Project ids a user is looked for in, by how they were found."""
+
+    personal: frozenset[int]
+    contributed: frozenset[int]  # as GitLab lists them; may overlap personal
+    pushed: frozenset[int]
+
+    @property
+    def all(self) -> frozenset[int]:
+        return self.personal | self.contributed | self.pushed
+
+
+def attribute(
+    identity: Identity,
+    projects: ProjectSets,
+    commits_by_project: Mapping[int, Sequence[CommitLike]],
+    *,
+    window: Window,
+    zone: tzinfo | None,
+    table: PeriodTable,
+) -> UserStats:
+    """Count the user's distinct commits (by SHA) in the window, per period and per project kind.
+
+    A SHA found in several projects (forks) counts once; every project it was found in
+    counts as active.
+    """
+    seen: set[str] = set()
+    periods: dict[str, int] = dict.fromkeys(table.names, 0)
+    active = 0
+    for project_id in sorted(projects.all):
+        found_here = False
+        for commit in commits_by_project.get(project_id, ()):
+            if commit.authored_date not in window:
+                continue
+            if not identity.matches(commit.author_name, commit.author_email):
+                continue
+            found_here = True
+            if commit.sha in seen:
+                continue
+            seen.add(commit.sha)
+            name = period_of(commit.authored_date, zone, table)
+            periods[name] += 1
+        active += found_here
+    return UserStats(
+        commits=len(seen),
+        period_commits=frozen_map(periods),
+        projects=frozen_map(
+            {
+                "personal": len(projects.personal),
+                "contributed": len(projects.contributed - projects.personal),
+                "active": active,
+            }
+        ),
+    )
+
+
+def distinct(values: Iterable[str]) -> tuple[str, ...]:
+    """Case-insensitively distinct values, first spelling kept, order kept."""
+    seen: dict[str, str] = {}
+    for value in values:
+        seen.setdefault(value.casefold(), value)
+    return tuple(seen.values())

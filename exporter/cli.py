@@ -1,0 +1,304 @@
+"""Command line: ``serve`` (default), ``scan``, ``check-config``, ``demo``, ``simulate``.
+
+Flags follow Prometheus exporter conventions (dotted long flags). Bad input of any
+kind prints one line naming the problem and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import structlog
+from aiohttp import web
+
+from exporter import __version__
+from exporter.collectors import build_registry
+from exporter.config import Config, ConfigError, load_config
+from exporter.logs import configure_logging, register_secret
+from exporter.output import render
+from exporter.service import ExporterService
+from exporter.web import make_app
+
+log = structlog.get_logger("exporter.cli")
+
+DEFAULT_LISTEN = "0.0.0.0:9842"
+SHUTDOWN_GRACE_SECONDS = 3.0
+EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE = 0, 1, 2
+COMMANDS = ("serve", "scan", "check-config", "demo", "simulate")
+
+
+class UsageError(Exception):
+    """Bad input on the command line; exit 2 with the message."""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:PORT`` means every interface; ``[::1]:PORT`` for IPv6)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"listen address {value!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="lowest level logged (default: info)",
+    )
+    common.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="console",
+        choices=("console", "json"),
+        help="log line format (default: console)",
+    )
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument(
+        "--config.file", dest="config_file", required=True, help="YAML configuration file"
+    )
+    listen_flag = argparse.ArgumentParser(add_help=False)
+    listen_flag.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help=f"address for /metrics and the landing page (default: {DEFAULT_LISTEN})",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="gitlab-activity-exporter",
+        description="Prometheus exporter for per-user GitLab activity.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "serve", parents=[common, config_flag, listen_flag], help="run the exporter (default)"
+    )
+    scan = commands.add_parser(
+        "scan", parents=[common, config_flag], help="scan once, print the result, exit"
+    )
+    scan.add_argument(
+        "--output", default="table", choices=("table", "json", "csv", "prometheus")
+    )
+    commands.add_parser(
+        "check-config", parents=[common, config_flag], help="validate the configuration"
+    )
+    commands.add_parser(
+        "demo",
+        parents=[common, listen_flag],
+        help="run the exporter against a built-in GitLab simulator",
+    )
+    simulate = commands.add_parser(
+        "simulate", parents=[common], help="run only the GitLab simulator"
+    )
+    simulate.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--users", type=int, default=20)
+    simulate.add_argument("--projects", type=int, default=60)
+    simulate.add_argument("--latency-ms", dest="latency_ms", type=float, default=0.0)
+    simulate.add_argument("--fault-rate", dest="fault_rate", type=float, default=0.0)
+    simulate.add_argument("--token", default=os.environ.get("GITLAB_TOKEN", "simulator-token"))
+    return parser
+
+
+def _normalise_argv(argv: Sequence[str]) -> list[str]:
+    """``serve`` is the default command: insert it when none is given."""
+    args = list(argv)
+    if any(a in ("-h", "--help", "--version") for a in args):
+        return args
+    if not any(a in COMMANDS for a in args):
+        args.insert(0, "serve")
+    return args
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    register_secret(config.token)
+    return config
+
+
+# --- commands -----------------------------------------------------------------------
+
+
+async def _serve_until_signal(
+    app: web.Application, host: str, port: int, on_started: Callable[[str], None] | None = None
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT; a second signal exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def _signal(signum: int) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        log.info("shutting down", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _signal, signum)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        address = site.name
+        log.info("listening", address=address, version=__version__)
+        if on_started is not None:
+            on_started(address)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _exporter_app(service: ExporterService) -> web.Application:
+    registry = build_registry(lambda: service.snapshot, version=__version__)
+    service.attach_metrics(registry)
+    app = make_app(
+        registry=registry,
+        source=lambda: service.snapshot,
+        version=__version__,
+        progress=service.progress,
+    )
+    app.cleanup_ctx.append(service.lifespan)
+    return app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config_file)
+    host, port = parse_listen(args.listen)
+    service = ExporterService(config)
+    asyncio.run(_serve_until_signal(_exporter_app(service), host, port))
+    return EXIT_OK
+
+
+async def _scan(config: Config, output: str) -> tuple[str, bool]:
+    service = ExporterService(config)
+    registry = build_registry(lambda: service.snapshot, version=__version__)
+    service.attach_metrics(registry)
+    async with service:
+        snapshot = await service.scan_once()
+    summary = snapshot.last_scan
+    ok = summary is not None and (
+        summary.users_total == 0 or summary.users_failed < summary.users_total
+    )
+    return render(snapshot, output, registry=registry), ok
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    config = _load(args.config_file)
+    text, ok = asyncio.run(_scan(config, args.output))
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if not ok:
+        log.error("no user could be scanned")
+        return EXIT_SCAN_FAILED
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config_file)
+    users = len(config.static_usernames)
+    groups = sum(1 for t in config.teams if t.group)
+    print(
+        f"config ok: {len(config.teams)} teams, {users} users listed"
+        + (f", {groups} GitLab groups resolved at scan time" if groups else "")
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.demo import run_demo
+
+    host, port = parse_listen(args.listen)
+
+    async def _run() -> None:
+        async with run_demo() as config:
+            register_secret(config.token)
+            service = ExporterService(config)
+            await _serve_until_signal(
+                _exporter_app(service),
+                host,
+                port,
+                on_started=lambda address: print(
+                    f"demo exporter on {address}/metrics (GitLab simulator at {config.gitlab.url})",
+                    flush=True,
+                ),
+            )
+
+    asyncio.run(_run())
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from exporter.simulator.server import serve_simulator
+
+    host, port = parse_listen(args.listen)
+    if args.users < 1 or args.projects < 1:
+        raise UsageError("--users and --projects must be at least 1")
+    if not 0.0 <= args.fault_rate <= 1.0:
+        raise UsageError("--fault-rate must be between 0 and 1")
+    if args.latency_ms < 0:
+        raise UsageError("--latency-ms must not be negative")
+    register_secret(args.token)
+
+    async def _run() -> None:
+        task = asyncio.ensure_future(
+            serve_simulator(
+                host,
+                port,
+                seed=args.seed,
+                users=args.users,
+                projects=args.projects,
+                latency_ms=args.latency_ms,
+                fault_rate=args.fault_rate,
+                token=args.token,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(_run())
+    return EXIT_OK
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "scan": cmd_scan,
+    "check-config": cmd_check_config,
+    "demo": cmd_demo,
+    "simulate": cmd_simulate,
+}
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"gitlab-activity-exporter: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(_normalise_argv(sys.argv[1:] if argv is None else argv))
+    configure_logging(args.log_level, args.log_format)
+    try:
+        return HANDLERS[args.command](args)
+    except ConfigError as exc:
+        _fail(f"config: {exc}")
+    except UsageError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # e.g. the listen port is taken
+        _fail(f"{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        return 130
+

@@ -1,0 +1,273 @@
+"""One scan: resolve users, discover their projects, fetch commits once per project.
+
+Every user is its own coroutine; whatever goes wrong for one user (a GitLab error,
+an unexpected exception) is captured as that user's failure and never touches the
+others. The result is a new immutable :class:`~exporter.snapshot.Snapshot` built from
+the previous one, so failed users keep their last good numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from exporter.attribution import ProjectSets, Window, attribute, distinct
+from exporter.config import Config
+from exporter.gitlab.api import CommitRecord, GitLabApi
+from exporter.gitlab.errors import GitLabError, NotFoundError
+from exporter.matching import Identity
+from exporter.periods import resolve_zone
+from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, frozen_map
+
+log = structlog.get_logger("exporter.scanner")
+
+ProgressCallback = Callable[[int, int], None]
+PROGRESS_LOG_SECONDS = 10.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class UserOutcome:
+    username: str
+    stats: UserStats | None
+    reason: str | None = None
+    message: str | None = None
+
+
+class CommitCache:
+    """Each project's commits in the window, fetched at most once per scan."""
+
+    def __init__(self, api: GitLabApi, since: datetime) -> None:
+        self._api = api
+        self._since = since
+        self._tasks: dict[int, asyncio.Task[list[CommitRecord]]] = {}
+
+    @property
+    def projects_fetched(self) -> int:
+        return len(self._tasks)
+
+    async def _fetch(self, project_id: int) -> list[CommitRecord]:
+        try:
+            return await self._api.project_commits(project_id, self._since)
+        except NotFoundError:
+            # A listed project without a visible repository (disabled, empty, or
+            # gone since listing) has no commits for anyone.
+            log.debug("project has no visible repository", project_id=project_id)
+            return []
+
+    async def get(self, project_id: int) -> list[CommitRecord]:
+        task = self._tasks.get(project_id)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(project_id))
+            self._tasks[project_id] = task
+        # shield: one user being cancelled must not cancel a fetch others wait on
+        return await asyncio.shield(task)
+
+    def close(self) -> None:
+        for task in self._tasks.values():
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # mark retrieved: failures were reported per user
+
+
+class Scanner:
+    def __init__(
+        self,
+        api: GitLabApi,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self._api = api
+        self._config = config
+        self._clock = clock
+        self._on_progress = on_progress
+        self._zone = resolve_zone(config.scan.timezone)
+        self._host = config.gitlab.host
+
+    async def scan(self, previous: Snapshot) -> Snapshot:
+        started = time.time()
+        now = self._clock()
+        window = Window(start=now - timedelta(days=self._config.scan.lookback_days), end=now)
+        teams = await self._resolve_teams(previous)
+        usernames = distinct(
+            [*self._config.standalone_users, *(m for members in teams.values() for m in members)]
+        )
+        log.info("scan started", users=len(usernames), teams=len(teams))
+        cache = CommitCache(self._api, window.start)
+        progress = _Progress(len(usernames), self._on_progress)
+        try:
+            outcomes = await asyncio.gather(
+                *(self._scan_user_isolated(name, window, cache, progress) for name in usernames)
+            )
+        finally:
+            cache.close()
+        finished = time.time()
+        snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
+        summary = snapshot.last_scan
+        assert summary is not None
+        log.info(
+            "scan finished",
+            users=summary.users_total,
+            failed=summary.users_failed,
+            projects=cache.projects_fetched,
+            seconds=round(summary.duration, 3),
+        )
+        return snapshot
+
+    async def _resolve_teams(self, previous: Snapshot) -> dict[str, tuple[str, ...]]:
+        teams: dict[str, tuple[str, ...]] = {}
+        for team in self._config.teams:
+            members = list(team.members)
+            if team.group:
+                try:
+                    members.extend(await self._api.group_members(team.group))
+                except GitLabError as exc:
+                    kept = previous.teams.get(team.name, ())
+                    log.warning(
+                        "group members unavailable; keeping the last known members",
+                        team=team.name,
+                        group=team.group,
+                        reason=exc.reason,
+                        error=str(exc),
+                        kept=len(kept),
+                    )
+                    members.extend(kept)
+            teams[team.name] = distinct(members)
+        return teams
+
+    async def _scan_user_isolated(
+        self, username: str, window: Window, cache: CommitCache, progress: _Progress
+    ) -> UserOutcome:
+        try:
+            stats = await self._scan_user(username, window, cache)
+            return UserOutcome(username, stats)
+        except GitLabError as exc:
+            return UserOutcome(username, None, exc.reason, str(exc))
+        except Exception as exc:  # isolation: one user's bug never fails the scan
+            log.exception("user scan crashed", user=username)
+            return UserOutcome(username, None, "crash", f"{type(exc).__name__}: {exc}")
+        finally:
+            progress.step()
+
+    async def _scan_user(self, username: str, window: Window, cache: CommitCache) -> UserStats:
+        ref = await self._api.find_user(username)
+        if ref is None:
+            raise NotFoundError(f"user {username!r} not found", endpoint="/users", status=404)
+        detail = await self._api.get_user(ref.id)
+        personal, contributed, pushed = await asyncio.gather(
+            self._api.user_projects(ref.id),
+            self._api.contributed_projects(ref.id),
+            # `after` excludes the named day: ask from the day before the window starts
+            self._api.pushed_project_ids(ref.id, window.start.date() - timedelta(days=1)),
+        )
+        projects = ProjectSets(
+            personal=frozenset(p.id for p in personal),
+            contributed=frozenset(p.id for p in contributed),
+            pushed=frozenset(pushed),
+        )
+        ids = sorted(projects.all)
+        fetched = await asyncio.gather(*(cache.get(pid) for pid in ids))
+        commits: Mapping[int, Sequence[CommitRecord]] = dict(zip(ids, fetched, strict=True))
+        identity = Identity.build(
+            user_id=detail.id,
+            username=detail.username,
+            display_name=detail.name,
+            host=self._host,
+            public_email=detail.public_email,
+            extra_emails=self._config.extra_emails.get(username.casefold(), ()),
+        )
+        return attribute(
+            identity,
+            projects,
+            commits,
+            window=window,
+            zone=self._zone,
+            table=self._config.period_table,
+        )
+
+
+class _Progress:
+    """Counts finished users; logs at most every few seconds and reports to a callback."""
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total = total
+        self.done = 0
+        self._callback = callback
+        self._last_log = time.monotonic()
+        if callback is not None:
+            callback(0, total)
+
+    def step(self) -> None:
+        self.done += 1
+        if self._callback is not None:
+            self._callback(self.done, self.total)
+        now = time.monotonic()
+        if now - self._last_log >= PROGRESS_LOG_SECONDS and self.done < self.total:
+            self._last_log = now
+            log.info("scan progress", done=self.done, total=self.total)
+
+
+def _merge(
+    previous: Snapshot,
+    outcomes: Sequence[UserOutcome],
+    teams: Mapping[str, tuple[str, ...]],
+    config: Config,
+    started: float,
+    finished: float,
+) -> Snapshot:
+    """The next snapshot: new numbers for successes, last good numbers for failures."""
+    users: dict[str, UserState] = {}
+    failed = 0
+    for outcome in outcomes:
+        before = previous.users.get(outcome.username) or UserState(username=outcome.username)
+        if outcome.reason is None:
+            if before.last_error is not None:
+                log.info("user scan recovered", user=outcome.username)
+            users[outcome.username] = UserState(
+                username=outcome.username,
+                stats=outcome.stats,
+                last_success=finished,
+                failures=before.failures,
+            )
+            continue
+        failed += 1
+        if before.last_error != outcome.reason:
+            log.warning(
+                "user scan failed; keeping the last good values",
+                user=outcome.username,
+                reason=outcome.reason,
+                error=outcome.message,
+            )
+        failures = dict(before.failures)
+        failures[outcome.reason] = failures.get(outcome.reason, 0) + 1
+        users[outcome.username] = UserState(
+            username=outcome.username,
+            stats=before.stats,
+            last_success=before.last_success,
+            failures=frozen_map(failures),
+            last_error=outcome.reason,
+            last_error_message=outcome.message,
+        )
+    total = len(outcomes)
+    complete = total == 0 or failed < total
+    return Snapshot(
+        users=frozen_map(users),
+        teams=frozen_map(teams),
+        periods=config.period_table.names,
+        last_scan=ScanSummary(
+            started=started, finished=finished, users_total=total, users_failed=failed
+        ),
+        last_complete_scan_end=finished if complete else previous.last_complete_scan_end,
+        scans_total=previous.scans_total + 1,
+    )

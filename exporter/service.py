@@ -1,0 +1,163 @@
+"""The one place that owns every resource's life: HTTP session, scan loop, current snapshot.
+
+``ExporterService`` opens the process's single ``aiohttp.ClientSession`` when it starts
+and closes it when it stops. The scan loop runs in the background on its own schedule,
+never overlaps itself, and swaps the snapshot atomically; scrapes only read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from types import TracebackType
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__
+from exporter.config import Config
+from exporter.gitlab.api import GitLabApi
+from exporter.gitlab.client import ClientMetrics, GitLabClient
+from exporter.scanner import Scanner, utc_now
+from exporter.snapshot import Snapshot
+
+log = structlog.get_logger("exporter.service")
+
+USER_AGENT = f"gitlab-activity-exporter/{__version__}"
+
+
+class ExporterService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self._registry = registry
+        self._clock = clock
+        self._snapshot = Snapshot(periods=config.period_table.names)
+        self._progress: tuple[int, int] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._scanner: Scanner | None = None
+        self._client: GitLabClient | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self.first_scan_done = asyncio.Event()
+
+    def attach_metrics(self, registry: CollectorRegistry) -> None:
+        """Register the GitLab client's self-metrics on ``registry`` when the service starts."""
+        self._registry = registry
+
+    # --- what the web layer reads -------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def progress(self) -> tuple[int, int] | None:
+        """(users done, users total) while a scan runs, else ``None``."""
+        return self._progress
+
+    @property
+    def client(self) -> GitLabClient:
+        if self._client is None:
+            raise RuntimeError("service not started")
+        return self._client
+
+    # --- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        gitlab = self.config.gitlab
+        # tls_verify false skips certificate checks (self-signed GitLab); default verifies
+        connector = aiohttp.TCPConnector(limit=gitlab.max_concurrency, ssl=gitlab.tls_verify)
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": USER_AGENT}
+        )
+        metrics = ClientMetrics(self._registry) if self._registry is not None else None
+        self._client = GitLabClient(
+            self._session,
+            base_url=gitlab.url,
+            token=self.config.token,
+            requests_per_second=gitlab.requests_per_second,
+            max_concurrency=gitlab.max_concurrency,
+            timeout_seconds=gitlab.timeout_seconds,
+            max_retries=gitlab.max_retries,
+            metrics=metrics,
+        )
+        self._scanner = Scanner(
+            GitLabApi(self._client),
+            self.config,
+            clock=self._clock,
+            on_progress=self._set_progress,
+        )
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> ExporterService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def lifespan(self, _app: object) -> AsyncIterator[None]:
+        """For ``web.Application.cleanup_ctx``: start, run the loop, stop."""
+        await self.start()
+        self.start_loop()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # --- scanning -----------------------------------------------------------------
+    def _set_progress(self, done: int, total: int) -> None:
+        self._progress = (done, total)
+
+    async def scan_once(self) -> Snapshot:
+        if self._scanner is None:
+            raise RuntimeError("service not started")
+        try:
+            self._snapshot = await self._scanner.scan(self._snapshot)
+        finally:
+            self._progress = None
+        self.first_scan_done.set()
+        return self._snapshot
+
+    def start_loop(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run_loop(), name="scan-loop")
+
+    async def _run_loop(self) -> None:
+        interval = self.config.scan.interval_seconds
+        while True:
+            began = time.monotonic()
+            try:
+                await self.scan_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop outlives any one scan's bug
+                log.exception("scan failed unexpectedly; next attempt at the next interval")
+            elapsed = time.monotonic() - began
+            if elapsed > interval:
+                log.warning(
+                    "scan took longer than the interval",
+                    seconds=round(elapsed, 1),
+                    interval=interval,
+                )
+            await asyncio.sleep(max(0.0, interval - elapsed))
