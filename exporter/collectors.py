@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.reasons import FAILURE_REASONS
+from exporter.gitlab.errors import FAILURE_REASONS
 from exporter.snapshot import PROJECT_KINDS, Snapshot, UserState
 
 __all__ = [
