@@ -1,0 +1,564 @@
+"""The GitLab HTTP client: pacing, a concurrency cap, retries, pagination, self-metrics.
+
+One :class:`GitLabClient` wraps the process' shared :class:`aiohttp.ClientSession`.
+
+- Request starts are spaced evenly across all coroutines (``requests_per_second``),
+  and at most ``max_concurrency`` requests are in flight. Waiting before a retry does
+  not hold a concurrency slot.
+- 429, 5xx from proxies, connection errors, timeouts and unparseable 2xx bodies are
+  retried with capped, jittered exponential backoff, or after the time GitLab names in
+  ``Retry-After`` / ``RateLimit-Reset``. When retries run out a typed
+  :class:`~exporter.gitlab.errors.GitLabError` is raised.
+- Redirects are followed only within the configured origin; the token never leaves it.
+- Lists are read with ``per_page=100`` following ``Link: rel="next"`` to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from multidict import CIMultiDictProxy
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from yarl import URL
+
+from exporter.gitlab.errors import (
+    FAILURE_REASONS,
+    ApiError,
+    GitLabError,
+    NotFoundError,
+    RateLimitedError,
+    RequestTimeoutError,
+    UnauthorizedError,
+)
+
+__all__ = [
+    "FAILURE_REASONS",
+    "ApiError",
+    "ClientMetrics",
+    "GitLabClient",
+    "GitLabError",
+    "NotFoundError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "UnauthorizedError",
+    "retry_delay",
+]
+
+log = structlog.get_logger("exporter.gitlab")
+
+API_PREFIX = "/api/v4"
+PER_PAGE = "100"
+MAX_REDIRECTS = 5
+MAX_HEADER_WAIT = 15 * 60.0
+"""Longest wait taken from ``Retry-After`` / ``RateLimit-Reset``, in seconds."""
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, *range(520, 531)})
+_ERROR_BODY_BYTES = 64 * 1024
+_CHUNK = 64 * 1024
+_DETAIL_CHARS = 160
+
+_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class _RateLimitCollector(Collector):
+    """Exports the last ``RateLimit-Remaining`` / ``RateLimit-Limit`` seen, once seen."""
+
+    def __init__(self) -> None:
+        self.remaining: float | None = None
+        self.limit: float | None = None
+
+    def _families(self, with_samples: bool) -> list[Metric]:
+        out: list[Metric] = []
+        for name, doc, value in (
+            (
+                "gitlab_activity_api_ratelimit_remaining",
+                "RateLimit-Remaining of the last GitLab response that carried it.",
+                self.remaining,
+            ),
+            (
+                "gitlab_activity_api_ratelimit_limit",
+                "RateLimit-Limit of the last GitLab response that carried it.",
+                self.limit,
+            ),
+        ):
+            if not with_samples:
+                out.append(GaugeMetricFamily(name, doc))
+            elif value is not None:
+                out.append(GaugeMetricFamily(name, doc, value=value))
+        return out
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(with_samples=False)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(with_samples=True)
+
+
+class ClientMetrics:
+    """The client's own metrics, registered on the given (private) registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "gitlab_activity_api_requests",
+            "GitLab API requests sent, by endpoint and HTTP status "
+            "('error' for connection errors, 'timeout' for timeouts).",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "gitlab_activity_api_retries",
+            "GitLab API requests retried, by endpoint and reason.",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "gitlab_activity_api_request_duration_seconds",
+            "Time from sending a GitLab API request to having read its body.",
+            ["endpoint"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._ratelimit = _RateLimitCollector()
+        registry.register(self._ratelimit)
+
+    def observe_ratelimit(self, headers: Mapping[str, str]) -> None:
+        remaining = _header_number(headers.get("RateLimit-Remaining"))
+        if remaining is not None:
+            self._ratelimit.remaining = remaining
+        limit = _header_number(headers.get("RateLimit-Limit"))
+        if limit is not None:
+            self._ratelimit.limit = limit
+
+
+def _header_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+# --------------------------------------------------------------------------- delays
+
+
+def _header_wait(
+    status: int, headers: Mapping[str, str], now: float
+) -> float | None:
+    """Seconds GitLab asked us to wait, from ``Retry-After`` or (on 429) ``RateLimit-Reset``."""
+    retry_after = headers.get("Retry-After")
+    if retry_after is not None:
+        text = retry_after.strip()
+        seconds = _header_number(text)
+        if seconds is not None:
+            return max(0.0, seconds)
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return max(0.0, when.timestamp() - now)
+    if status == 429:
+        reset = _header_number(headers.get("RateLimit-Reset"))
+        if reset is not None:
+            return max(0.0, reset - now)
+    return None
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    status: int | None,
+    headers: Mapping[str, str] | None,
+    base: float,
+    cap: float,
+    rng: random.Random,
+    now: float | None = None,
+) -> float:
+    """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0).
+
+    A wait named by GitLab (``Retry-After`` in seconds or as an HTTP date; on a 429
+    without it, ``RateLimit-Reset`` in Unix seconds) is honoured, plus a small jitter so
+    clients do not all return at the same instant, and capped at 15 minutes. Otherwise
+    exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**attempt))``.
+    """
+    if status is not None and headers is not None:
+        wait = _header_wait(status, headers, time.time() if now is None else now)
+        if wait is not None:
+            jitter = rng.uniform(0.0, min(5.0, 0.05 + 0.1 * wait))
+            return min(MAX_HEADER_WAIT, wait + jitter)
+    ceiling = min(cap, base * (2.0 ** min(attempt, 62)))
+    return rng.uniform(0.0, max(0.0, ceiling))
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class _Pacer:
+    """Spaces request starts ``1 / rate`` seconds apart across every coroutine."""
+
+    def __init__(self, requests_per_second: float) -> None:
+        self._interval = 1.0 / requests_per_second
+        self._lock = asyncio.Lock()
+        self._next_slot = 0.0
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            now = loop.time()  # monotonic
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
+def _page_key(url: URL) -> tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]:
+    return (_origin(url), url.path, tuple(sorted(url.query.items())))
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+
+
+def _describe_body(body: bytes, content_type: str) -> str:
+    """A short cause from an error body: GitLab's ``message``/``error``, never a page."""
+    stripped = body.lstrip()
+    if not stripped:
+        return "empty body"
+    if "html" in content_type.lower() or stripped[:1] == b"<":
+        return "HTML body"
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        first = stripped.decode("utf-8", "replace").splitlines()[0] if stripped else ""
+        return _short(first) if first.isprintable() else "unreadable body"
+    return _short(_json_message(data)) or "JSON body without a message"
+
+
+def _json_message(data: Any) -> str:
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):
+        for key in ("message", "error", "error_description"):
+            if key in data and data[key] not in (None, "", {}, []):
+                return _json_message(data[key])
+        parts = [f"{k}: {_json_message(v)}" for k, v in list(data.items())[:3]]
+        return "; ".join(parts)
+    if isinstance(data, list):
+        return "; ".join(_json_message(v) for v in data[:3])
+    return str(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    content_type: str
+    next_url: URL | None
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying."""
+
+    def __init__(self, reason: str, status: int | None, final: GitLabError,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.final = final
+        self.headers = headers
+
+
+# --------------------------------------------------------------------------- client
+
+
+class GitLabClient:
+    """Paced, bounded, retrying access to GitLab's REST API v4 over a shared session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        token: str,
+        requests_per_second: float = 10.0,
+        max_concurrency: int = 16,
+        timeout_seconds: float = 30.0,
+        max_retries: int = 6,
+        metrics: ClientMetrics | None = None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        max_body_bytes: int = 50 * 2**20,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not requests_per_second > 0:
+            raise ValueError("requests_per_second must be positive")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if not timeout_seconds > 0:
+            raise ValueError("timeout_seconds must be positive")
+        if max_retries < 0:
+            raise ValueError("max_retries must not be negative")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        base = URL(base_url.rstrip("/"))
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ValueError("base_url must be an absolute http(s) URL")
+        self._session = session
+        self._api_root = str(base.with_query(None).with_fragment(None)) + API_PREFIX
+        self._origin = _origin(base)
+        self._token = token
+        self._pacer = _Pacer(requests_per_second)
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._max_retries = max_retries
+        self._metrics = metrics
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._max_body_bytes = max_body_bytes
+        self._rng = rng if rng is not None else random.Random()
+        self.request_count = 0
+        """Requests sent (every attempt and redirect hop), for tests and benchmarks."""
+
+    # -- public ---------------------------------------------------------------
+
+    async def get_json(
+        self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
+    ) -> Any:
+        """GET ``/api/v4`` + ``path`` (already percent-encoded) and return the parsed JSON."""
+        data, _ = await self._fetch(self._url(path, params), endpoint)
+        return data
+
+    async def paginate(
+        self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
+    ) -> AsyncIterator[Any]:
+        """Yield the items of every page, following ``Link: rel="next"`` to the end."""
+        query = dict(params or {})
+        query["per_page"] = PER_PAGE
+        url: URL | None = self._url(path, query)
+        seen: set[tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]] = set()
+        while url is not None:
+            key = _page_key(url)
+            if key in seen:
+                raise ApiError("pagination loop: next page was already read", endpoint=endpoint)
+            seen.add(key)
+            data, next_url = await self._fetch(url, endpoint)
+            if not isinstance(data, list):
+                raise ApiError(
+                    f"expected a JSON list, got {type(data).__name__}", endpoint=endpoint
+                )
+            if next_url is not None and _origin(next_url) != self._origin:
+                raise ApiError(
+                    "next page link points at another origin; refused", endpoint=endpoint
+                )
+            for item in data:
+                yield item
+            url = next_url
+
+    # -- internals ------------------------------------------------------------
+
+    def _url(self, path: str, params: Mapping[str, str] | None) -> URL:
+        if not path.startswith("/"):
+            path = "/" + path
+        url = URL(self._api_root + path, encoded=True)
+        if params:
+            url = url.with_query(dict(params))
+        return url
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "[REDACTED]") if self._token else text
+
+    async def _fetch(self, url: URL, endpoint: str) -> tuple[Any, URL | None]:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(url, endpoint)
+            except _Retry as retry:
+                if attempt >= self._max_retries:
+                    raise retry.final from None
+                wait = retry_delay(
+                    attempt,
+                    status=retry.status,
+                    headers=retry.headers,
+                    base=self._backoff_base,
+                    cap=self._backoff_cap,
+                    rng=self._rng,
+                )
+                if self._metrics is not None:
+                    self._metrics.retries.labels(endpoint, retry.reason).inc()
+                log.debug(
+                    "gitlab_retry",
+                    endpoint=endpoint,
+                    status=retry.status,
+                    reason=retry.reason,
+                    attempt=attempt + 1,
+                    wait=round(wait, 3),
+                )
+                attempt += 1
+                await asyncio.sleep(wait)  # no concurrency slot held here
+
+    async def _attempt(self, url: URL, endpoint: str) -> tuple[Any, URL | None]:
+        async with self._semaphore:
+            response = await self._follow(url, endpoint)
+        status = response.status
+        if 200 <= status < 300:
+            try:
+                return json.loads(response.body), response.next_url
+            except (ValueError, UnicodeDecodeError):
+                raise _Retry(
+                    "invalid_body",
+                    status,
+                    ApiError("response body is not valid JSON", endpoint=endpoint, status=status),
+                ) from None
+        detail = self._redact(_describe_body(response.body, response.content_type))
+        if status == 404:
+            raise NotFoundError(detail, endpoint=endpoint, status=status)
+        if status in (401, 403):
+            raise UnauthorizedError(detail, endpoint=endpoint, status=status)
+        if status == 429:
+            raise _Retry(
+                "rate_limited",
+                status,
+                RateLimitedError(detail, endpoint=endpoint, status=status),
+                response.headers,
+            )
+        if status in RETRY_STATUSES:
+            raise _Retry(
+                "server_error",
+                status,
+                ApiError(detail, endpoint=endpoint, status=status),
+                response.headers,
+            )
+        if status in REDIRECT_STATUSES:
+            detail = "redirect without a usable Location"
+        raise ApiError(detail, endpoint=endpoint, status=status)
+
+    async def _follow(self, url: URL, endpoint: str) -> _Response:
+        """Send the request, following same-origin redirects (holding one concurrency slot)."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            response = await self._send(url, endpoint)
+            if response.status not in REDIRECT_STATUSES:
+                return response
+            location = response.headers.get("Location")
+            if not location:
+                return response
+            try:
+                target = url.join(URL(location))
+            except ValueError:
+                raise ApiError(
+                    "redirect to an invalid URL", endpoint=endpoint, status=response.status
+                ) from None
+            if _origin(target) != self._origin:
+                raise ApiError(
+                    f"redirect to another origin ({target.host or 'unknown host'}) refused",
+                    endpoint=endpoint,
+                    status=response.status,
+                )
+            url = target
+        raise ApiError(
+            f"more than {MAX_REDIRECTS} redirects", endpoint=endpoint, status=response.status
+        )
+
+    async def _send(self, url: URL, endpoint: str) -> _Response:
+        await self._pacer.wait()
+        self.request_count += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        code = "error"
+        try:
+            async with self._session.get(
+                url,
+                headers={"PRIVATE-TOKEN": self._token, "Accept": "application/json"},
+                allow_redirects=False,
+                timeout=self._timeout,
+                raise_for_status=False,
+            ) as resp:
+                code = str(resp.status)
+                if self._metrics is not None:
+                    self._metrics.observe_ratelimit(resp.headers)
+                ok = 200 <= resp.status < 300
+                limit = self._max_body_bytes if ok else _ERROR_BODY_BYTES
+                body = await self._read_body(resp, limit, endpoint, strict=ok)
+                next_link = resp.links.get("next") if ok else None
+                next_url = next_link.get("url") if next_link is not None else None
+                return _Response(
+                    status=resp.status,
+                    headers=resp.headers,
+                    body=body,
+                    content_type=resp.headers.get("Content-Type", ""),
+                    next_url=next_url if isinstance(next_url, URL) else None,
+                )
+        except TimeoutError:
+            code = "timeout"
+            raise _Retry(
+                "timeout",
+                None,
+                RequestTimeoutError(
+                    f"no complete answer within {self._timeout.total:g}s", endpoint=endpoint
+                ),
+            ) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            code = "error"
+            raise _Retry(
+                "connection",
+                None,
+                RequestTimeoutError(
+                    f"connection failed ({type(exc).__name__})", endpoint=endpoint
+                ),
+            ) from None
+        except aiohttp.ClientError as exc:
+            code = "error"
+            raise ApiError(
+                f"request failed ({type(exc).__name__})", endpoint=endpoint
+            ) from None
+        finally:
+            if self._metrics is not None:
+                self._metrics.requests.labels(endpoint, code).inc()
+                self._metrics.duration.labels(endpoint).observe(loop.time() - started)
+
+    async def _read_body(
+        self, resp: aiohttp.ClientResponse, limit: int, endpoint: str, *, strict: bool
+    ) -> bytes:
+        """Read at most ``limit`` bytes; over it, fail (``strict``) or truncate."""
+        too_large = ApiError(
+            f"response body larger than {limit} bytes", endpoint=endpoint, status=resp.status
+        )
+        length = resp.content_length
+        if strict and length is not None and length > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                if strict:
+                    raise too_large
+                chunks.append(chunk[: len(chunk) - (size - limit)])
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
