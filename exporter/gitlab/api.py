@@ -1,0 +1,298 @@
+"""Typed calls for the GitLab endpoints the scanner uses.
+
+Every response is checked for the fields we keep: a missing field, a wrong type or a
+``null`` where a value is required raises :class:`~exporter.gitlab.errors.ApiError`
+(reason ``api_error``), never ``KeyError``/``TypeError``. Only the fields listed on the
+dataclasses are kept, so large scans hold little memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import quote
+
+from exporter.gitlab.client import GitLabClient
+from exporter.gitlab.errors import ApiError
+from exporter.periods import parse_gitlab_datetime
+
+__all__ = [
+    "CommitRecord",
+    "GitLabApi",
+    "ItemRef",
+    "ProjectRef",
+    "UserDetail",
+    "UserRef",
+    "format_gitlab_datetime",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    id: int
+    username: str
+    name: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserDetail:
+    id: int
+    username: str
+    name: str
+    state: str
+    public_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRef:
+    id: int
+    path_with_namespace: str
+    namespace_kind: str
+    namespace_path: str
+    last_activity_at: datetime | None
+    forked_from_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    sha: str
+    author_name: str
+    author_email: str
+    authored_date: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRef:
+    """A merge request or an issue."""
+
+    id: int
+    project_id: int
+    state: str
+    created_at: datetime
+
+
+def format_gitlab_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` (``2024-05-01T08:00:00Z``); naive datetimes are refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Shape:
+    """Field readers that turn a bad shape into an ApiError naming the endpoint and field."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def fail(self, what: str) -> ApiError:
+        return ApiError(f"unexpected response shape: {what}", endpoint=self.endpoint)
+
+    def obj(self, value: Any, what: str = "item") -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(f"{what} is {type(value).__name__}, expected an object")
+        return value
+
+    def req_list(self, value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(f"body is {type(value).__name__}, expected a list")
+        return value
+
+    def req_int(self, obj: Mapping[str, Any], key: str) -> int:
+        value = obj.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"field {key!r} is {_kind(value)}, expected an integer")
+        return value
+
+    def opt_int(self, obj: Mapping[str, Any], key: str) -> int | None:
+        return None if obj.get(key) is None else self.req_int(obj, key)
+
+    def req_str(self, obj: Mapping[str, Any], key: str) -> str:
+        value = obj.get(key)
+        if not isinstance(value, str):
+            raise self.fail(f"field {key!r} is {_kind(value)}, expected a string")
+        return value
+
+    def opt_str(self, obj: Mapping[str, Any], key: str) -> str | None:
+        return None if obj.get(key) is None else self.req_str(obj, key)
+
+    def req_datetime(self, obj: Mapping[str, Any], key: str) -> datetime:
+        text = self.req_str(obj, key)
+        try:
+            return parse_gitlab_datetime(text)
+        except ValueError:
+            raise self.fail(f"field {key!r} is not a timestamp with an offset") from None
+
+    def opt_datetime(self, obj: Mapping[str, Any], key: str) -> datetime | None:
+        return None if obj.get(key) is None else self.req_datetime(obj, key)
+
+
+def _kind(value: Any) -> str:
+    return "missing or null" if value is None else type(value).__name__
+
+
+def _id(value: int, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int")
+    return str(value)
+
+
+class GitLabApi:
+    """The endpoints the scanner needs, returning small validated records."""
+
+    def __init__(self, client: GitLabClient) -> None:
+        self._client = client
+
+    async def find_user(self, username: str) -> UserRef | None:
+        """The user whose username equals ``username`` (case-insensitively), or ``None``."""
+        endpoint = "/users"
+        shape = _Shape(endpoint)
+        body = await self._client.get_json("/users", {"username": username}, endpoint=endpoint)
+        wanted = username.strip().casefold()
+        for raw in shape.req_list(body):
+            user = self._user_ref(shape, raw)
+            if user.username.casefold() == wanted:
+                return user
+        return None
+
+    async def get_user(self, user_id: int) -> UserDetail:
+        endpoint = "/users/:id"
+        shape = _Shape(endpoint)
+        body = await self._client.get_json(f"/users/{_id(user_id, 'user_id')}", endpoint=endpoint)
+        obj = shape.obj(body, "body")
+        public_email = shape.opt_str(obj, "public_email")
+        return UserDetail(
+            id=shape.req_int(obj, "id"),
+            username=shape.req_str(obj, "username"),
+            name=shape.req_str(obj, "name"),
+            state=shape.req_str(obj, "state"),
+            public_email=public_email.strip() or None if public_email is not None else None,
+        )
+
+    async def user_projects(self, user_id: int) -> list[ProjectRef]:
+        """Projects in the user's personal namespace."""
+        return await self._projects(
+            f"/users/{_id(user_id, 'user_id')}/projects", "/users/:id/projects"
+        )
+
+    async def contributed_projects(self, user_id: int) -> list[ProjectRef]:
+        """Projects with the user's contributions in the last year."""
+        return await self._projects(
+            f"/users/{_id(user_id, 'user_id')}/contributed_projects",
+            "/users/:id/contributed_projects",
+        )
+
+    async def pushed_project_ids(self, user_id: int, after: date) -> set[int]:
+        """Ids of projects the user pushed to after the day ``after`` (that day excluded)."""
+        endpoint = "/users/:id/events"
+        shape = _Shape(endpoint)
+        params = {"action": "pushed", "after": after.isoformat()}
+        ids: set[int] = set()
+        async for raw in self._client.paginate(
+            f"/users/{_id(user_id, 'user_id')}/events", params, endpoint=endpoint
+        ):
+            ids.add(shape.req_int(shape.obj(raw, "event"), "project_id"))
+        return ids
+
+    async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
+        """Commits on every branch whose committer date is at or after ``since``."""
+        endpoint = "/projects/:id/repository/commits"
+        shape = _Shape(endpoint)
+        params = {"all": "true", "since": format_gitlab_datetime(since)}
+        commits: list[CommitRecord] = []
+        async for raw in self._client.paginate(
+            f"/projects/{_id(project_id, 'project_id')}/repository/commits",
+            params,
+            endpoint=endpoint,
+        ):
+            obj = shape.obj(raw, "commit")
+            commits.append(
+                CommitRecord(
+                    sha=shape.req_str(obj, "id"),
+                    author_name=shape.req_str(obj, "author_name"),
+                    author_email=shape.req_str(obj, "author_email"),
+                    authored_date=shape.req_datetime(obj, "authored_date"),
+                )
+            )
+        return commits
+
+    async def group_members(self, full_path: str) -> list[str]:
+        """Usernames of direct and inherited members of the group at ``full_path``."""
+        endpoint = "/groups/:id/members/all"
+        shape = _Shape(endpoint)
+        group = quote(full_path.strip().strip("/"), safe="")
+        usernames: list[str] = []
+        async for raw in self._client.paginate(
+            f"/groups/{group}/members/all", endpoint=endpoint
+        ):
+            usernames.append(shape.req_str(shape.obj(raw, "member"), "username"))
+        return usernames
+
+    async def merge_requests(self, username: str, created_after: datetime) -> list[ItemRef]:
+        """Merge requests authored by ``username`` created after ``created_after``."""
+        return await self._items("/merge_requests", username, created_after)
+
+    async def issues(self, username: str, created_after: datetime) -> list[ItemRef]:
+        """Issues authored by ``username`` created after ``created_after``."""
+        return await self._items("/issues", username, created_after)
+
+    # -- helpers --------------------------------------------------------------
+
+    @staticmethod
+    def _user_ref(shape: _Shape, raw: Any) -> UserRef:
+        obj = shape.obj(raw, "user")
+        return UserRef(
+            id=shape.req_int(obj, "id"),
+            username=shape.req_str(obj, "username"),
+            name=shape.req_str(obj, "name"),
+            state=shape.req_str(obj, "state"),
+        )
+
+    async def _projects(self, path: str, endpoint: str) -> list[ProjectRef]:
+        shape = _Shape(endpoint)
+        projects: list[ProjectRef] = []
+        async for raw in self._client.paginate(path, endpoint=endpoint):
+            obj = shape.obj(raw, "project")
+            namespace = shape.obj(obj.get("namespace"), "field 'namespace'")
+            full_path = shape.opt_str(namespace, "full_path")
+            fork = obj.get("forked_from_project")
+            projects.append(
+                ProjectRef(
+                    id=shape.req_int(obj, "id"),
+                    path_with_namespace=shape.req_str(obj, "path_with_namespace"),
+                    namespace_kind=shape.req_str(namespace, "kind"),
+                    namespace_path=(
+                        full_path if full_path is not None else shape.req_str(namespace, "path")
+                    ),
+                    last_activity_at=shape.opt_datetime(obj, "last_activity_at"),
+                    forked_from_id=(
+                        None
+                        if fork is None
+                        else shape.req_int(shape.obj(fork, "field 'forked_from_project'"), "id")
+                    ),
+                )
+            )
+        return projects
+
+    async def _items(self, path: str, username: str, created_after: datetime) -> list[ItemRef]:
+        endpoint = path
+        shape = _Shape(endpoint)
+        params = {
+            "scope": "all",
+            "author_username": username,
+            "created_after": format_gitlab_datetime(created_after),
+        }
+        items: list[ItemRef] = []
+        async for raw in self._client.paginate(path, params, endpoint=endpoint):
+            obj = shape.obj(raw)
+            items.append(
+                ItemRef(
+                    id=shape.req_int(obj, "id"),
+                    project_id=shape.req_int(obj, "project_id"),
+                    state=shape.req_str(obj, "state"),
+                    created_at=shape.req_datetime(obj, "created_at"),
+                )
+            )
+        return items
