@@ -165,7 +165,6 @@ def configure_logging(
         foreign_pre_chain=[
             *shared,
             structlog.stdlib.add_logger_name,
-            structlog.stdlib.ExtraAdder(),
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
