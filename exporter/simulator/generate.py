@@ -1,0 +1,760 @@
+"""Deterministic generator of a GitLab organisation full of the awkward cases.
+
+``generate_org(seed)`` always builds the same organisation for the same arguments: it
+uses one ``random.Random(seed)`` and never the global generator.
+
+What every generated organisation guarantees (``now`` and ``lookback_days`` as given):
+
+* every ``authored_date`` and every merge request / issue ``created_at`` and every push
+  event ``created_at`` is at least two hours away from the window start
+  (``now - lookback_days``) and from ``now``, so a scan that runs a little later sees the
+  same truth;
+* every project holding in-window commits of a user who contributes to it is in that
+  user's project set (personal, ``contributed_projects``, or an in-window push event);
+  some projects are reachable only through push events, some only through
+  ``contributed_projects``;
+* all the identity cases of DESIGN section 6: public email (sometimes in another letter
+  case), both no-reply forms, configured-only emails (``User.extra_emails``), author
+  names equal to the display name or username in another case or with spaces, an
+  identity that must *not* match (private email under a nickname), substring traps
+  (``ann``/``anna``, an external ``ann.smith@...``), bots and externals;
+* forks sharing SHAs with their upstream, commits on several branches, many UTC offsets,
+  dates with and without milliseconds, rebased commits (committed after authored, some
+  authored before the window but committed inside it), commits older than the window;
+* groups with direct and inherited (subgroup) members, merge requests and issues in and
+  before the window, some assigned to a user who did not author them;
+* users with hidden (not visible) push events, and a few users with more than a page of
+  push events in the window.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+from exporter.simulator.model import (
+    DEVELOPER,
+    GUEST,
+    MAINTAINER,
+    OWNER,
+    REPORTER,
+    Commit,
+    Event,
+    Group,
+    Issue,
+    IssueState,
+    MergeRequest,
+    MergeRequestState,
+    Namespace,
+    Org,
+    Project,
+    User,
+)
+
+#: UTC offsets (minutes) commits are written in.
+OFFSETS = (-420, -210, 0, 60, 330, 540, 345, -300, -480, 120, 600, -180)
+_TZ = {m: timezone(timedelta(minutes=m)) for m in OFFSETS}
+
+_FIRST = (
+    "Alice", "Bruno", "Carla", "Deepak", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas",
+    "Kavya", "Liam", "Maya", "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Sanjay", "Tara",
+    "Uma", "Victor", "Wen", "Xavier", "Yara", "Zoltan", "Priya", "Marek", "Chloe", "Arjun",
+    "Sofia", "Lukas", "Mei", "Omar", "Leila", "Tomas", "Nadia", "Ravi", "Emma", "Kenji",
+)  # fmt: skip
+_LAST = (
+    "Novak", "Silva", "Iyer", "Kowalski", "Haddad", "Tanaka", "Muller", "Rossi", "Garcia",
+    "Okafor", "Larsen", "Petrov", "Sato", "Nguyen", "Khan", "Dubois", "Costa", "Fischer",
+    "Reddy", "Jensen", "Moreau", "Varga", "Lindqvist", "Mensah", "Horvat", "Bauer", "Sharma",
+    "Ito", "Keller", "Ortiz",
+)  # fmt: skip
+_GROUP_WORDS = (
+    "platform", "backend", "frontend", "data", "infra", "mobile", "security", "payments",
+    "search", "ml", "billing", "identity", "growth", "core", "tools", "docs",
+)  # fmt: skip
+_PROJECT_WORDS = (
+    "api", "web", "worker", "gateway", "sdk", "cli", "ui", "etl", "scheduler", "auth",
+    "ledger", "indexer", "proxy", "charts", "terraform", "agent", "bot", "notebooks",
+)  # fmt: skip
+_VERBS = ("Fix", "Add", "Refactor", "Update", "Remove", "Improve", "Document", "Test", "Bump")
+_NOUNS = (
+    "pagination", "login flow", "retry logic", "README", "CI pipeline", "cache", "metrics",
+    "timeouts", "error handling", "migrations", "dependencies", "logging", "config parser",
+)  # fmt: skip
+_BRANCHES = ("feature/search", "fix/timeouts", "release/1.x", "wip/refactor", "develop")
+
+#: Commit authors who are not GitLab users of the organisation (or never scanned).
+EXTERNAL_AUTHORS: tuple[tuple[str, str], ...] = (
+    ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"),
+    ("Renovate Bot", "bot@renovateapp.com"),
+    ("Ann Smith", "ann.smith@partner.example"),  # substring trap for "ann"
+    ("Jordan Kim", "jordan@contractor.example"),
+    ("Annabelle Ng", "annabelle.ng@agency.example"),  # substring trap for "ann"/"anna"
+    ("root", "root@localhost"),
+)
+
+_SPECIAL_USERS: tuple[tuple[str, str], ...] = (
+    ("ann", "Ann Lee"),
+    ("anna", "Anna Berg"),
+    ("JDoe", "John Doe"),
+)
+
+
+class _Clock:
+    """Time ranges of one generation run, as integer Unix seconds."""
+
+    def __init__(self, now: datetime, lookback_days: float) -> None:
+        self.now = int(now.timestamp())
+        self.start = int((now - timedelta(days=lookback_days)).timestamp())
+        margin = 2 * 3600
+        self.in_lo = self.start + margin
+        self.in_hi = self.now - margin
+        if self.in_hi - self.in_lo < 3600:
+            raise ValueError("lookback_days too small: the window must exceed 5 hours")
+        self.old_lo = self.start - 120 * 86400
+        self.old_hi = self.start - margin
+
+
+def _dt(ts: int, offset: int) -> datetime:
+    return datetime.fromtimestamp(ts, _TZ.get(offset) or timezone(timedelta(minutes=offset)))
+
+
+def _utc(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class _Gen:
+    def __init__(
+        self,
+        seed: int,
+        n_users: int,
+        n_projects: int,
+        now: datetime,
+        lookback_days: float,
+        host: str,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.n_users = max(1, n_users)
+        self.n_projects = max(1, n_projects)
+        self.now = now
+        self.clock = _Clock(now, lookback_days)
+        self.host = host
+        self.users: dict[int, User] = {}
+        self.user_list: list[User] = []
+        self.home_offset: dict[int, int] = {}
+        self.traveller: set[int] = set()
+        self.ident_weights: dict[int, list[int]] = {}
+        self.inactive: set[int] = set()
+        self.groups: dict[int, Group] = {}
+        self.projects: dict[int, Project] = {}
+        self.commits: dict[int, list[Commit]] = {}
+        self.contributors: dict[int, list[int]] = {}
+        self.events: list[Event] = []
+        self.contributed: dict[int, list[int]] = {}
+        self.mrs: list[MergeRequest] = []
+        self.issues: list[Issue] = []
+
+    # ------------------------------------------------------------------ users
+    def make_users(self) -> None:
+        rng = self.rng
+        used_names: set[str] = set()
+        used_logins: set[str] = set()
+        used_emails: set[str] = set()
+        next_id = 2
+        for i in range(self.n_users):
+            if i < len(_SPECIAL_USERS):
+                username, name = _SPECIAL_USERS[i]
+                first, last = name.split(" ")
+            else:
+                first, last = rng.choice(_FIRST), rng.choice(_LAST)
+                name = f"{first} {last}"
+                while name.casefold() in used_names:
+                    name = f"{first} {chr(65 + rng.randrange(26))}. {last}"
+                    if name.casefold() in used_names:
+                        name = f"{first} {last} {rng.randrange(2, 999)}"
+                style = rng.randrange(5)
+                base = (
+                    f"{first}.{last}",
+                    f"{first[0]}{last}",
+                    f"{first}{last[0]}",
+                    f"{first}_{last}",
+                    f"{first}{last}",
+                )[style].lower()
+                if rng.random() < 0.1:
+                    base = base.capitalize()
+                username = base
+                k = 2
+                while username.casefold() in used_logins:
+                    username = f"{base}{k}"
+                    k += 1
+            used_names.add(name.casefold())
+            used_logins.add(username.casefold())
+            uid = next_id
+            next_id += rng.randint(1, 7)
+            login = username.lower()
+            private = f"{login}@mail.acme.example"
+            public = ""
+            if i < 2 or rng.random() < 0.5:
+                public = f"{first}.{last}@acme.example".lower()
+                if public in used_emails:
+                    public = f"{login}@acme.example"
+                used_emails.add(public)
+            extra: list[str] = []
+            if i == 0 or rng.random() < 0.3:
+                extra = [f"{login}@oldco.example"]
+            user = User(
+                id=uid,
+                username=username,
+                name=name,
+                public_email=public,
+                private_email=private,
+                extra_emails=extra,
+                created_at=_utc(self.clock.old_lo - rng.randrange(86400 * 900)),
+            )
+            self.build_identities(user, first, i)
+            self.users[uid] = user
+            self.user_list.append(user)
+            self.home_offset[uid] = rng.choice(OFFSETS)
+            if rng.random() < 0.15:
+                self.traveller.add(uid)
+            if i >= len(_SPECIAL_USERS) and rng.random() < 0.05:
+                self.inactive.add(uid)
+        if self.n_users >= 8:
+            # a GitLab bot user
+            bot = User(
+                id=next_id,
+                username="renovate-bot",
+                name="Renovate Bot",
+                private_email="renovate-bot@mail.acme.example",
+                bot=True,
+                commit_identities=[("Renovate Bot", "bot@renovateapp.com")],
+            )
+            self.users[bot.id] = bot
+            self.inactive.add(bot.id)
+
+    def build_identities(self, user: User, first: str, index: int) -> None:
+        rng = self.rng
+        login = user.username
+        idents: list[tuple[str, str]] = []
+        weights: list[int] = []
+
+        def add(name: str, email: str, weight: int) -> None:
+            idents.append((name, email))
+            weights.append(weight)
+
+        if user.public_email:
+            add(user.name, user.public_email, 4)
+            # same address, other letter case
+            add(user.name, user.public_email.title(), 1)
+        add(rng.choice((user.name, login)), f"{user.id}-{login}@users.noreply.{self.host}", 2)
+        add(user.name, f"{login}@users.noreply.{self.host}", 1)
+        for email in user.extra_emails:
+            # a name that matches nothing: only the configured email finds these
+            add(f"{first} (old laptop)", email, 2)
+        laptop = f"{login.lower()}@{rng.choice(('laptop', 'workstation', 'devbox'))}.local"
+        name_variant = rng.choice(
+            (
+                user.name.upper(),
+                user.name.lower(),
+                f"  {user.name} ",
+                login.upper(),
+                f" {login.lower()}",
+            )
+        )
+        if index == 0:
+            name_variant = f"  {user.name.lower()} "
+        add(name_variant, laptop, 2)
+        if index == 2 or rng.random() < 0.1:
+            # private email under a nickname: GitLab knows it, the exporter must not count it
+            add(f"{first} (home)", user.private_email, 1)
+        user.commit_identities = idents
+        cum = []
+        total = 0
+        for w in weights:
+            total += w
+            cum.append(total)
+        self.ident_weights[user.id] = cum
+
+    # ----------------------------------------------------------------- groups
+    def make_groups(self, n_group_projects: int) -> tuple[list[Group], dict[int, list[int]]]:
+        rng = self.rng
+        n_top = max(1, n_group_projects // 12)
+        n_sub = n_top // 2 if n_group_projects >= 10 else 0
+        next_id = 50
+        tops: list[Group] = []
+        for i in range(n_top):
+            word = _GROUP_WORDS[i % len(_GROUP_WORDS)]
+            path = word if i < len(_GROUP_WORDS) else f"{word}-{i // len(_GROUP_WORDS)}"
+            g = Group(id=next_id, name=path.replace("-", " ").title(), path=path, full_path=path)
+            next_id += rng.randint(1, 4)
+            tops.append(g)
+        active = [u for u in self.user_list if u.id not in self.inactive]
+        everyone = list(self.user_list)
+        levels = (GUEST, REPORTER, DEVELOPER, DEVELOPER, DEVELOPER, MAINTAINER, OWNER)
+        # every user in one group (round robin), some in a second
+        order = everyone[:]
+        rng.shuffle(order)
+        for i, u in enumerate(order):
+            tops[i % n_top].members[u.id] = rng.choice(levels)
+            if rng.random() < 0.5 and n_top > 1:
+                rng.choice(tops).members.setdefault(u.id, rng.choice(levels))
+        subs: list[Group] = []
+        for j in range(n_sub):
+            parent = tops[j % n_top]
+            word = _PROJECT_WORDS[j % len(_PROJECT_WORDS)]
+            path = f"{word}-team"
+            g = Group(
+                id=next_id,
+                name=f"{word.title()} Team",
+                path=path,
+                full_path=f"{parent.full_path}/{path}",
+                parent_id=parent.id,
+            )
+            next_id += rng.randint(1, 4)
+            for u in rng.sample(active or everyone, min(len(active or everyone), 3)):
+                g.members[u.id] = rng.choice(levels)
+            subs.append(g)
+        all_groups = tops + subs
+        for g in all_groups:
+            self.groups[g.id] = g
+        effective: dict[int, list[int]] = {}
+        for g in all_groups:
+            members = dict(g.members)
+            if g.parent_id is not None:
+                for uid in self.groups[g.parent_id].members:
+                    members.setdefault(uid, DEVELOPER)
+            effective[g.id] = sorted(uid for uid in members if uid not in self.inactive)
+        return all_groups, effective
+
+    # --------------------------------------------------------------- projects
+    def make_projects(self) -> None:
+        rng = self.rng
+        n = self.n_projects
+        n_personal = max(1, round(n * 0.3)) if n > 1 else 1
+        n_group = n - n_personal
+        n_forks = n_group // 20
+        n_group -= n_forks
+        groups, effective = self.make_groups(max(n_group, 1)) if n_group > 0 else ([], {})
+        next_id = 1000
+        used_paths: set[str] = set()
+        active_users = [u for u in self.user_list if u.id not in self.inactive] or self.user_list
+
+        def new_project(ns: Namespace) -> Project:
+            nonlocal next_id
+            base = f"{rng.choice(_PROJECT_WORDS)}-{rng.choice(_PROJECT_WORDS)}"
+            path = base
+            k = 2
+            while f"{ns.full_path}/{path}".casefold() in used_paths:
+                path = f"{base}-{k}"
+                k += 1
+            used_paths.add(f"{ns.full_path}/{path}".casefold())
+            p = Project(
+                id=next_id,
+                name=path.replace("-", " ").title(),
+                path=path,
+                namespace=ns,
+                default_branch="main" if rng.random() < 0.8 else "master",
+                visibility=rng.choice(("private", "internal", "internal", "public")),
+                created_at=_utc(self.clock.old_lo - rng.randrange(86400 * 400)),
+                archived=rng.random() < 0.03,
+                web_url="",
+            )
+            p.web_url = f"https://{self.host}/{p.path_with_namespace}"
+            next_id += rng.randint(1, 3)
+            self.projects[p.id] = p
+            return p
+
+        # personal projects: round robin over users first, so most users own one
+        owners = self.user_list[:]
+        rng.shuffle(owners)
+        for i in range(n_personal):
+            owner = owners[i] if i < len(owners) else rng.choice(self.user_list)
+            ns = Namespace(
+                id=100000 + owner.id,
+                name=owner.name,
+                path=owner.username,
+                kind="user",
+                full_path=owner.username,
+            )
+            p = new_project(ns)
+            contributors = [owner.id] if owner.id not in self.inactive else []
+            if rng.random() < 0.2:
+                other = rng.choice(active_users)
+                if other.id not in contributors:
+                    contributors.append(other.id)
+            self.contributors[p.id] = contributors
+
+        upstreams: list[Project] = []
+        for i in range(n_group):
+            g = groups[i % len(groups)] if i < len(groups) else rng.choice(groups)
+            ns = Namespace(id=g.id, name=g.name, path=g.path, kind="group", full_path=g.full_path)
+            p = new_project(ns)
+            pool = effective.get(g.id) or [u.id for u in active_users]
+            k = min(len(pool), rng.choice((1, 2, 2, 3, 3, 4, 5)))
+            self.contributors[p.id] = rng.sample(pool, k)
+            upstreams.append(p)
+
+        # commits for every non-fork project
+        for p in list(self.projects.values()):
+            self.make_commits(p)
+
+        # forks: personal copies sharing SHAs with the upstream
+        candidates = [p for p in upstreams if self.contributors[p.id] and self.commits[p.id]]
+        for _ in range(n_forks):
+            if not candidates:
+                break
+            up = rng.choice(candidates)
+            owner = self.users[rng.choice(self.contributors[up.id])]
+            ns = Namespace(
+                id=100000 + owner.id,
+                name=owner.name,
+                path=owner.username,
+                kind="user",
+                full_path=owner.username,
+            )
+            fork = new_project(ns)
+            fork.forked_from_project = up.id
+            fork.default_branch = up.default_branch
+            fork_point = rng.randint(self.clock.in_lo, self.clock.in_hi)
+            shared = [c for c in self.commits[up.id] if c.committed_date.timestamp() < fork_point]
+            self.contributors[fork.id] = [owner.id]
+            self.make_commits(fork, count_in=rng.randint(0, 5), count_old=0, after=fork_point)
+            self.commits[fork.id].extend(shared)
+
+        for p in self.projects.values():
+            commits = self.commits.get(p.id, [])
+            p.empty_repo = not commits
+            if commits:
+                newest = max(int(c.committed_date.timestamp()) for c in commits)
+                p.last_activity_at = _utc(newest)
+            else:
+                p.last_activity_at = p.created_at
+
+    def pick_time(self, lo: int, hi: int, offset: int) -> int:
+        rng = self.rng
+        ts = rng.randint(lo, hi)
+        if rng.random() < 0.7:
+            # mostly working hours, local time
+            local = ts + offset * 60
+            day = local - local % 86400
+            cand = day + rng.randint(8 * 3600, 19 * 3600) - offset * 60
+            if lo <= cand <= hi:
+                ts = cand
+        return ts
+
+    def make_commits(
+        self,
+        p: Project,
+        *,
+        count_in: int | None = None,
+        count_old: int | None = None,
+        after: int | None = None,
+    ) -> None:
+        rng = self.rng
+        clock = self.clock
+        contributors = self.contributors.get(p.id, [])
+        commits = self.commits.setdefault(p.id, [])
+        if count_in is None:
+            count_in = 0 if rng.random() < 0.03 else rng.randint(5, 40)
+            count_old = rng.randint(0, 8)
+        if count_in == 0 and not count_old:
+            return
+        in_lo = clock.in_lo if after is None else max(clock.in_lo, after)
+        if not contributors:
+            # nobody works here any more: only old history
+            count_old = (count_old or 0) + count_in
+            count_in = 0
+        parent: tuple[str, ...] = ()
+        branch_default = p.default_branch
+        plan: list[int] = [0] * count_in + [1] * (count_old or 0)
+        if contributors and rng.random() < 0.3:
+            plan += [2] * rng.randint(1, 2)  # authored before the window, rebased into it
+        for kind in plan:
+            r = rng.random()
+            if contributors and r < 0.9:
+                uid = contributors[0] if rng.random() < 0.4 else rng.choice(contributors)
+                user = self.users[uid]
+                idents = user.commit_identities
+                name, email = rng.choices(idents, cum_weights=self.ident_weights[uid])[0]
+                offset = rng.choice(OFFSETS) if uid in self.traveller else self.home_offset[uid]
+            else:
+                name, email = rng.choice(EXTERNAL_AUTHORS)
+                offset = rng.choice(OFFSETS)
+            if kind == 0:
+                authored_ts = self.pick_time(in_lo, clock.in_hi, offset)
+            elif kind == 1:
+                authored_ts = self.pick_time(clock.old_lo, clock.old_hi, offset)
+            else:
+                authored_ts = rng.randint(clock.start - 15 * 86400, clock.old_hi)
+            committed_ts = authored_ts
+            committer_offset = offset
+            if kind == 2:
+                committed_ts = rng.randint(in_lo, clock.in_hi)
+            elif rng.random() < 0.15:
+                limit = clock.in_hi if kind == 0 else clock.old_hi
+                committed_ts = min(limit, authored_ts + rng.randint(600, 5 * 86400))
+                committed_ts = max(committed_ts, authored_ts)
+                committer_offset = rng.choice(OFFSETS)
+            authored = _dt(authored_ts, offset)
+            committed = (
+                authored
+                if committed_ts == authored_ts and committer_offset == offset
+                else _dt(committed_ts, committer_offset)
+            )
+            title = f"{rng.choice(_VERBS)} {rng.choice(_NOUNS)}"
+            sha = f"{rng.getrandbits(160):040x}"
+            commits.append(
+                Commit(
+                    sha=sha,
+                    title=title,
+                    message=f"{title}\n",
+                    author_name=name,
+                    author_email=email,
+                    authored_date=authored,
+                    committed_date=committed,
+                    committer_name=name,
+                    committer_email=email,
+                    millis=rng.random() < 0.5,
+                    branch=branch_default if rng.random() < 0.75 else rng.choice(_BRANCHES),
+                    parent_ids=parent,
+                )
+            )
+            parent = (sha,)
+
+    # ------------------------------------------- discovery, events, MRs, issues
+    def make_activity(self) -> None:
+        rng = self.rng
+        clock = self.clock
+        user_projects: dict[int, list[int]] = {}
+        for pid, uids in self.contributors.items():
+            for uid in uids:
+                user_projects.setdefault(uid, []).append(pid)
+        push: dict[int, list[int]] = {}
+        old_push: dict[int, list[int]] = {}
+        all_pids = sorted(self.projects)
+        for u in self.user_list:
+            uid = u.id
+            contributed: list[int] = []
+            pushes: list[int] = []
+            olds: list[int] = []
+            for pid in sorted(user_projects.get(uid, [])):
+                p = self.projects[pid]
+                if p.namespace.kind == "user" and p.namespace.path == u.username:
+                    # personal: GitLab often lists these as contributed as well
+                    if rng.random() < 0.3:
+                        contributed.append(pid)
+                    if rng.random() < 0.3:
+                        pushes.append(pid)
+                    continue
+                r = rng.random()
+                if r < 0.45:
+                    contributed.append(pid)
+                    pushes.append(pid)
+                elif r < 0.7:
+                    contributed.append(pid)  # only through contributed_projects
+                    if rng.random() < 0.5:
+                        olds.append(pid)
+                else:
+                    pushes.append(pid)  # only through push events
+            # contributions without in-window commits (comments, reviews)
+            for _ in range(rng.randint(0, 2)):
+                pid = rng.choice(all_pids)
+                if pid not in contributed:
+                    contributed.append(pid)
+            self.contributed[uid] = contributed
+            push[uid] = pushes
+            old_push[uid] = olds
+
+        busy = {u.id for u in self.user_list if u.id not in self.inactive and rng.random() < 0.03}
+        if self.user_list and self.user_list[0].id not in self.inactive:
+            busy.add(self.user_list[0].id)
+        hidden_pid = 9_000_000
+        for u in self.user_list:
+            uid = u.id
+            for pid in push[uid]:
+                for _ in range(rng.randint(1, 3)):
+                    self.events.append(self.push_event(u, pid, clock.in_lo, clock.in_hi))
+            for pid in old_push[uid]:
+                self.events.append(self.push_event(u, pid, clock.old_lo, clock.old_hi))
+            targets = push[uid] + self.contributed[uid]
+            if uid in busy and push[uid]:
+                # more than a page of pushes, only where pushes already discover a project
+                for _ in range(rng.randint(110, 180)):
+                    pid = rng.choice(push[uid])
+                    self.events.append(self.push_event(u, pid, clock.in_lo, clock.in_hi))
+            # events the token cannot see (private projects elsewhere)
+            n_hidden = rng.randint(0, 3) + (6 if uid in busy else 0)
+            for _ in range(n_hidden):
+                hidden_pid += rng.randint(1, 5)
+                ev = self.push_event(u, hidden_pid, clock.in_lo, clock.in_hi)
+                ev.hidden = True
+                self.events.append(ev)
+            # other kinds of event
+            for _ in range(rng.randint(0, 4)):
+                if not targets:
+                    break
+                action, action_name = rng.choice(
+                    (("commented", "commented on"), ("created", "opened"), ("merged", "accepted"))
+                )
+                ts = rng.randint(clock.in_lo, clock.in_hi)
+                self.events.append(
+                    Event(
+                        id=0,
+                        user_id=uid,
+                        project_id=rng.choice(targets),
+                        created_at=_utc(ts),
+                        action=action,
+                        action_name=action_name,
+                    )
+                )
+        self.events.sort(key=lambda e: (e.created_at, e.user_id, e.project_id))
+        for i, ev in enumerate(self.events, start=1):
+            ev.id = 10_000 + i
+
+        # merge requests and issues
+        iids: dict[int, int] = {}
+        active = [u for u in self.user_list if u.id not in self.inactive]
+        mr_states: tuple[MergeRequestState, ...] = (
+            "opened",
+            "merged",
+            "merged",
+            "closed",
+            "locked",
+        )
+        issue_states: tuple[IssueState, ...] = ("opened", "closed")
+        mr_id = 5000
+        issue_id = 7000
+        for u in self.user_list:
+            if u.id in self.inactive:
+                continue
+            places = user_projects.get(u.id) or all_pids
+            for _ in range(rng.randint(0, 6)):
+                pid = rng.choice(places)
+                iids[pid] = iids.get(pid, 0) + 1
+                mr_id += rng.randint(1, 3)
+                state = rng.choice(mr_states)
+                created, ended = self.item_times()
+                assignee = rng.choice(active).username if active and rng.random() < 0.5 else None
+                self.mrs.append(
+                    MergeRequest(
+                        id=mr_id,
+                        iid=iids[pid],
+                        project_id=pid,
+                        state=state,
+                        created_at=created,
+                        author=u.username,
+                        assignee=assignee,
+                        merged_at=ended if state == "merged" else None,
+                        closed_at=ended if state == "closed" else None,
+                        title=f"{rng.choice(_VERBS)} {rng.choice(_NOUNS)}",
+                    )
+                )
+            for _ in range(rng.randint(0, 5)):
+                pid = rng.choice(places)
+                iids[-pid] = iids.get(-pid, 0) + 1
+                issue_id += rng.randint(1, 3)
+                istate = rng.choice(issue_states)
+                created, ended = self.item_times()
+                assignee = rng.choice(active).username if active and rng.random() < 0.4 else None
+                self.issues.append(
+                    Issue(
+                        id=issue_id,
+                        iid=iids[-pid],
+                        project_id=pid,
+                        state=istate,
+                        created_at=created,
+                        author=u.username,
+                        assignee=assignee,
+                        closed_at=ended if istate == "closed" else None,
+                        title=f"{rng.choice(_NOUNS).capitalize()} is broken",
+                    )
+                )
+            if rng.random() < 0.15:
+                # by an outsider, assigned to this user: must not count for them
+                pid = rng.choice(places)
+                iids[pid] = iids.get(pid, 0) + 1
+                mr_id += 1
+                created, _ = self.item_times(inside=True)
+                self.mrs.append(
+                    MergeRequest(
+                        id=mr_id,
+                        iid=iids[pid],
+                        project_id=pid,
+                        state="opened",
+                        created_at=created,
+                        author="ext.contractor",
+                        assignee=u.username,
+                        title="External contribution",
+                    )
+                )
+
+    def item_times(self, *, inside: bool | None = None) -> tuple[datetime, datetime]:
+        rng = self.rng
+        clock = self.clock
+        if inside is None:
+            inside = rng.random() < 0.7
+        if inside:
+            created = rng.randint(clock.in_lo, clock.in_hi)
+        else:
+            created = rng.randint(clock.old_lo, clock.old_hi)
+        ended = min(clock.now - 600, created + rng.randint(600, 10 * 86400))
+        return _utc(created), _utc(ended)
+
+    def push_event(self, u: User, pid: int, lo: int, hi: int) -> Event:
+        rng = self.rng
+        bulk = rng.random() < 0.05
+        branch = rng.choice(("main", *_BRANCHES))
+        return Event(
+            id=0,
+            user_id=u.id,
+            project_id=pid,
+            created_at=_utc(rng.randint(lo, hi)),
+            action="pushed",
+            action_name="pushed to",
+            push_data={
+                "commit_count": 0 if bulk else rng.randint(1, 5),
+                "action": "pushed",
+                "ref_type": "branch",
+                "commit_from": None if bulk else f"{rng.getrandbits(160):040x}",
+                "commit_to": None if bulk else f"{rng.getrandbits(160):040x}",
+                "ref": None if bulk else branch,
+                "commit_title": None if bulk else f"{rng.choice(_VERBS)} {rng.choice(_NOUNS)}",
+                "ref_count": rng.randint(4, 9) if bulk else None,
+            },
+        )
+
+    def build(self) -> Org:
+        self.make_users()
+        self.make_projects()
+        self.make_activity()
+        events: dict[int, list[Event]] = {}
+        for ev in self.events:
+            events.setdefault(ev.user_id, []).append(ev)
+        return Org(
+            now=self.now,
+            host=self.host,
+            users=self.users,
+            groups=self.groups,
+            projects=self.projects,
+            commits=self.commits,
+            events=events,
+            contributed=self.contributed,
+            merge_requests=self.mrs,
+            issues=self.issues,
+        )
+
+
+def generate_org(
+    seed: int,
+    *,
+    users: int = 20,
+    projects: int = 60,
+    now: datetime | None = None,
+    lookback_days: float = 30,
+    host: str = "gitlab.example.com",
+) -> Org:
+    """Build a deterministic organisation for ``seed`` (see the module docstring)."""
+    if now is None:
+        now = datetime.now(UTC).replace(microsecond=0)
+    elif now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    return _Gen(seed, users, projects, now.astimezone(UTC), lookback_days, host).build()

@@ -1,0 +1,322 @@
+"""The simulated organisation: plain dataclasses plus the indexes the server needs.
+
+Everything GitLab would serve lives here. The generator fills it, the server renders it,
+and the ground truth reads it. Mutation helpers keep the indexes consistent; code that
+changes the containers directly must call :meth:`Org.reindex` afterwards.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+NamespaceKind = Literal["user", "group"]
+MergeRequestState = Literal["opened", "closed", "locked", "merged"]
+IssueState = Literal["opened", "closed"]
+
+#: GitLab access levels.
+GUEST, REPORTER, DEVELOPER, MAINTAINER, OWNER = 10, 20, 30, 40, 50
+
+
+@dataclass(slots=True)
+class User:
+    id: int
+    username: str
+    name: str
+    state: str = "active"
+    public_email: str = ""
+    private_email: str = ""
+    #: ``(author_name, author_email)`` pairs this person commits with (generator input).
+    commit_identities: list[tuple[str, str]] = field(default_factory=list)
+    #: Emails GitLab does not know (an old company address): passed to the exporter
+    #: as the configured ``users[].emails``.
+    extra_emails: list[str] = field(default_factory=list)
+    bot: bool = False
+    created_at: datetime = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class Group:
+    id: int
+    name: str
+    path: str
+    full_path: str
+    parent_id: int | None = None
+    #: direct members: user id -> access level
+    members: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Namespace:
+    id: int
+    name: str
+    path: str
+    kind: NamespaceKind
+    full_path: str
+
+
+@dataclass(slots=True)
+class Project:
+    id: int
+    name: str
+    path: str
+    namespace: Namespace
+    default_branch: str = "main"
+    visibility: str = "internal"
+    last_activity_at: datetime = datetime(2020, 1, 1, tzinfo=UTC)
+    created_at: datetime = datetime(2020, 1, 1, tzinfo=UTC)
+    archived: bool = False
+    empty_repo: bool = False
+    forked_from_project: int | None = None
+    web_url: str = ""
+
+    @property
+    def path_with_namespace(self) -> str:
+        return f"{self.namespace.full_path}/{self.path}"
+
+    @property
+    def name_with_namespace(self) -> str:
+        return f"{self.namespace.name} / {self.name}"
+
+
+@dataclass(slots=True)
+class Commit:
+    sha: str
+    title: str
+    message: str
+    author_name: str
+    author_email: str
+    authored_date: datetime  # aware, in the author's own offset
+    committed_date: datetime  # aware, in the committer's own offset
+    committer_name: str = ""
+    committer_email: str = ""
+    millis: bool = False  # render dates with milliseconds
+    branch: str = "main"
+    parent_ids: tuple[str, ...] = ()
+
+    @property
+    def short_id(self) -> str:
+        return self.sha[:8]
+
+
+@dataclass(slots=True)
+class Event:
+    """A user's contribution event; ``action`` as GitLab's ``action=`` filter names it."""
+
+    id: int
+    user_id: int
+    project_id: int
+    created_at: datetime
+    action: str = "pushed"  # pushed | created | commented | merged | closed ...
+    action_name: str = "pushed to"
+    push_data: dict[str, Any] | None = None
+    #: not visible to the token (e.g. a private project): cut from a page after paging
+    hidden: bool = False
+
+
+@dataclass(slots=True)
+class MergeRequest:
+    id: int
+    iid: int
+    project_id: int
+    state: MergeRequestState
+    created_at: datetime
+    author: str  # username
+    assignee: str | None = None
+    merged_at: datetime | None = None
+    closed_at: datetime | None = None
+    title: str = ""
+
+
+@dataclass(slots=True)
+class Issue:
+    id: int
+    iid: int
+    project_id: int
+    state: IssueState
+    created_at: datetime
+    author: str  # username
+    assignee: str | None = None
+    closed_at: datetime | None = None
+    title: str = ""
+
+
+@dataclass
+class Org:
+    """A whole simulated GitLab instance."""
+
+    now: datetime
+    host: str = "gitlab.example.com"
+    users: dict[int, User] = field(default_factory=dict)
+    groups: dict[int, Group] = field(default_factory=dict)
+    projects: dict[int, Project] = field(default_factory=dict)
+    #: project id -> commits (any order; kept sorted newest committed first by reindex)
+    commits: dict[int, list[Commit]] = field(default_factory=dict)
+    #: user id -> events (kept sorted newest first by reindex)
+    events: dict[int, list[Event]] = field(default_factory=dict)
+    #: user id -> project ids GitLab lists in /users/:id/contributed_projects
+    contributed: dict[int, list[int]] = field(default_factory=dict)
+    merge_requests: list[MergeRequest] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("Org.now must be an aware datetime")
+        self.reindex()
+
+    # ----------------------------------------------------------------- indexes
+    def reindex(self) -> None:
+        """Rebuild every lookup index; call after changing the containers directly."""
+        self._by_username: dict[str, User] = {u.username.casefold(): u for u in self.users.values()}
+        self._project_by_path: dict[str, Project] = {
+            p.path_with_namespace.casefold(): p for p in self.projects.values()
+        }
+        self._group_by_path: dict[str, Group] = {
+            g.full_path.casefold(): g for g in self.groups.values()
+        }
+        self._personal: dict[int, list[int]] = {}
+        self._group_projects: dict[int, list[int]] = {}
+        for p in sorted(self.projects.values(), key=lambda p: p.id):
+            ns = p.namespace
+            if ns.kind == "user":
+                owner = self._by_username.get(ns.path.casefold())
+                if owner is not None:
+                    self._personal.setdefault(owner.id, []).append(p.id)
+            else:
+                self._group_projects.setdefault(ns.id, []).append(p.id)
+        self._commit_keys: dict[int, list[float]] = {}
+        self._default_branch_commits: dict[int, list[Commit]] = {}
+        for pid in list(self.commits):
+            self._sort_commits(pid)
+        for evs in self.events.values():
+            evs.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+        self._mrs_by_author: dict[str, list[MergeRequest]] = {}
+        for mr in self.merge_requests:
+            self._mrs_by_author.setdefault(mr.author.casefold(), []).append(mr)
+        self._issues_by_author: dict[str, list[Issue]] = {}
+        for issue in self.issues:
+            self._issues_by_author.setdefault(issue.author.casefold(), []).append(issue)
+
+    def _sort_commits(self, project_id: int) -> None:
+        commits = self.commits[project_id]
+        commits.sort(key=lambda c: (c.committed_date, c.sha), reverse=True)
+        # negated timestamps: ascending, for bisect
+        self._commit_keys[project_id] = [-c.committed_date.timestamp() for c in commits]
+        default = self.projects[project_id].default_branch if project_id in self.projects else ""
+        self._default_branch_commits[project_id] = [c for c in commits if c.branch == default]
+
+    # ----------------------------------------------------------------- lookups
+    def user_by_username(self, username: str) -> User | None:
+        return self._by_username.get(username.casefold())
+
+    def project_by_path(self, full_path: str) -> Project | None:
+        return self._project_by_path.get(full_path.casefold())
+
+    def group_by_path(self, full_path: str) -> Group | None:
+        return self._group_by_path.get(full_path.casefold())
+
+    def personal_project_ids(self, user_id: int) -> list[int]:
+        return self._personal.get(user_id, [])
+
+    def group_project_ids(self, group_id: int) -> list[int]:
+        return self._group_projects.get(group_id, [])
+
+    def group_ancestry(self, group_id: int) -> list[Group]:
+        """The group and its ancestors, nearest first."""
+        chain: list[Group] = []
+        current: int | None = group_id
+        while current is not None and current in self.groups and len(chain) < 32:
+            g = self.groups[current]
+            chain.append(g)
+            current = g.parent_id
+        return chain
+
+    def group_members_all(self, group_id: int) -> dict[int, int]:
+        """Direct and inherited members: user id -> highest access level."""
+        members: dict[int, int] = {}
+        for g in self.group_ancestry(group_id):
+            for uid, level in g.members.items():
+                if uid in self.users:
+                    members[uid] = max(level, members.get(uid, 0))
+        return members
+
+    def commits_between(
+        self,
+        project_id: int,
+        since: datetime | None,
+        until: datetime | None,
+        *,
+        all_branches: bool = True,
+    ) -> list[Commit]:
+        """Commits whose *committed* date lies in [since, until], newest first."""
+        if not all_branches:
+            default = self._default_branch_commits.get(project_id, [])
+            return [
+                c
+                for c in default
+                if (since is None or c.committed_date >= since)
+                and (until is None or c.committed_date <= until)
+            ]
+        commits = self.commits.get(project_id, [])
+        keys = self._commit_keys.get(project_id, [])
+        lo = 0 if until is None else bisect.bisect_left(keys, -until.timestamp())
+        hi = len(commits) if since is None else bisect.bisect_right(keys, -since.timestamp())
+        return commits[lo:hi]
+
+    def merge_requests_by(self, username: str) -> list[MergeRequest]:
+        return self._mrs_by_author.get(username.casefold(), [])
+
+    def issues_by(self, username: str) -> list[Issue]:
+        return self._issues_by_author.get(username.casefold(), [])
+
+    @property
+    def extra_emails(self) -> dict[str, list[str]]:
+        """username -> emails unknown to GitLab (the configured ``users[].emails``)."""
+        return {u.username: list(u.extra_emails) for u in self.users.values() if u.extra_emails}
+
+    # --------------------------------------------------------------- mutations
+    def delete_user(self, username: str) -> User:
+        """Delete a user as GitLab does: every user endpoint answers 404 from now on.
+
+        Their events, contributed list, group memberships, merge requests and issues go
+        with them; commits stay in the repositories, and their personal projects stay
+        (so other users' numbers do not change).
+        """
+        user = self.user_by_username(username)
+        if user is None:
+            raise KeyError(username)
+        del self.users[user.id]
+        self.events.pop(user.id, None)
+        self.contributed.pop(user.id, None)
+        for g in self.groups.values():
+            g.members.pop(user.id, None)
+        key = user.username.casefold()
+        self.merge_requests = [m for m in self.merge_requests if m.author.casefold() != key]
+        self.issues = [i for i in self.issues if i.author.casefold() != key]
+        self.reindex()
+        return user
+
+    def add_commits(self, project_id: int, commits: Iterable[Commit]) -> None:
+        """Add commits to a project (e.g. new work between two scans)."""
+        if project_id not in self.projects:
+            raise KeyError(project_id)
+        bucket = self.commits.setdefault(project_id, [])
+        bucket.extend(commits)
+        self._sort_commits(project_id)
+        if bucket:
+            newest = max(c.committed_date for c in bucket).astimezone(UTC)
+            project = self.projects[project_id]
+            project.last_activity_at = max(project.last_activity_at, newest)
+            project.empty_repo = False
+
+    def add_event(self, event: Event) -> None:
+        """Add an event (e.g. a push between two scans)."""
+        evs = self.events.setdefault(event.user_id, [])
+        evs.append(event)
+        evs.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+
+    def next_event_id(self) -> int:
+        return 1 + max((e.id for evs in self.events.values() for e in evs), default=0)
