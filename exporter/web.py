@@ -16,11 +16,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.snapshot import Snapshot
 
-__all__ = ["NAME", "Progress", "make_app", "render_landing_page"]
+__all__ = ["NAME", "make_app", "render_landing_page"]
 
 NAME = "gitlab-activity-exporter"
-
-Progress = Callable[[], "tuple[int, int] | None"]
+MAX_FAILED_LISTED = 20  # the page stays small with thousands of users
 
 
 def _when(timestamp: float) -> str:
@@ -55,9 +54,11 @@ def _scan_summary(snapshot: Snapshot, progress: tuple[int, int] | None) -> str:
     if failed:
         items = "".join(
             f"<li>{html.escape(name)}: {html.escape(snapshot.users[name].last_error or '')}</li>"
-            for name in failed
+            for name in failed[:MAX_FAILED_LISTED]
         )
-        body += f'<tr><th>Failing users</th><td><ul>{items}</ul></td></tr>'
+        if len(failed) > MAX_FAILED_LISTED:
+            items += f"<li>and {len(failed) - MAX_FAILED_LISTED} more</li>"
+        body += f"<tr><th>Failing users</th><td><ul>{items}</ul></td></tr>"
     return f"<table>{body}</table>"
 
 

@@ -147,3 +147,20 @@ async def test_landing_page_escapes(aiohttp_client: ClientFactory) -> None:
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>v</b>" not in page and "&lt;b&gt;v&lt;/b&gt;" in page
+
+
+async def test_landing_page_lists_failing_users_capped(aiohttp_client: ClientFactory) -> None:
+    failed = {
+        f"user{i:02d}": UserState(username=f"user{i:02d}", last_error="timeout")
+        for i in range(25)
+    }
+    snap = Snapshot(
+        users=frozen_map(failed),
+        last_scan=ScanSummary(started=0.0, finished=1.0, users_total=25, users_failed=25),
+        scans_total=1,
+    )
+    client = await aiohttp_client(app_for(Holder(snap)))
+    page = await (await client.get("/")).text()
+    assert "<li>user00: timeout</li>" in page
+    assert "user24" not in page
+    assert "and 5 more" in page
