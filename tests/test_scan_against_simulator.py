@@ -1,0 +1,199 @@
+"""The scanner against the GitLab simulator: exact numbers, isolation, last good values."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping
+
+import pytest
+from exporter.simulator.server import FaultRule, SimulatorServer
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__
+from exporter.collectors import build_registry
+from exporter.config import Config
+from exporter.logs import configure_logging, register_secret
+from exporter.service import ExporterService
+from exporter.simulator.model import Org
+from exporter.simulator.truth import ExpectedUser, expected_activity
+from exporter.snapshot import Snapshot
+from tests.conftest import TOKEN, make_config
+
+
+def truth_for(org: Org, config: Config, usernames: list[str]) -> dict[str, ExpectedUser]:
+    return expected_activity(
+        org,
+        usernames=usernames,
+        timezone=config.scan.timezone,
+        periods=config.scan.periods,
+        lookback_days=config.scan.lookback_days,
+        now=org.now,
+        extra_emails=config.extra_emails,
+    )
+
+
+async def scan(config: Config, org: Org, registry: CollectorRegistry | None = None,
+               service: ExporterService | None = None) -> Snapshot:
+    service = service or ExporterService(config, clock=lambda: org.now)
+    if registry is not None:
+        service.attach_metrics(registry)
+    async with service:
+        return await service.scan_once()
+
+
+def numbers(snapshot: Snapshot, user: str) -> tuple[int, dict[str, int], dict[str, int]]:
+    stats = snapshot.users[user].stats
+    assert stats is not None, f"{user} has no numbers"
+    return stats.commits, dict(stats.period_commits), dict(stats.projects)
+
+
+def expected_numbers(truth: Mapping[str, ExpectedUser], user: str) -> tuple[int, dict[str, int], dict[str, int]]:
+    t = truth[user]
+    return t.commits, t.period_commits, t.projects
+
+
+@pytest.mark.parametrize(
+    "scan_settings",
+    [
+        {"timezone": "Asia/Kolkata"},
+        {"timezone": "commit"},
+        {"timezone": "America/New_York", "periods": {"day": "08:00-20:00", "night": "20:00-08:00"}},
+    ],
+    ids=["kolkata", "commit-offsets", "new-york-full-day"],
+)
+async def test_numbers_equal_the_independent_truth(org: Org, sim: SimulatorServer, scan_settings: dict[str, object]) -> None:
+    config = make_config(org, sim.url, **scan_settings)
+    snapshot = await scan(config, org)
+    users = sorted(snapshot.users)
+    truth = truth_for(org, config, users)
+    assert set(truth) == set(users)
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+    for user in users:
+        assert numbers(snapshot, user) == expected_numbers(truth, user), user
+    # the organisation is not trivial: commits, several periods, shared and forked projects
+    assert sum(t.commits for t in truth.values()) > 50
+    assert sum(t.projects["active"] for t in truth.values()) > sum(
+        1 for t in truth.values() if t.commits
+    )
+
+
+async def test_each_projects_commits_fetched_once_per_scan(org: Org, sim: SimulatorServer) -> None:
+    config = make_config(org, sim.url)
+    await scan(config, org)
+    first_pages: dict[str, int] = {}
+    for entry in sim.log.entries:
+        if entry.endpoint == "/projects/:id/repository/commits" and "page" not in entry.query:
+            first_pages[entry.path] = first_pages.get(entry.path, 0) + 1
+    assert first_pages, "no commit requests were made"
+    assert max(first_pages.values()) == 1
+    # and projects shared by several users exist, so the cache was actually needed
+    assert len(first_pages) < sum(
+        len(set(org.contributed.get(u.id, []))) for u in org.users.values()
+    )
+
+
+async def test_team_membership_from_groups_and_lists(org: Org, sim: SimulatorServer) -> None:
+    config = make_config(org, sim.url)
+    snapshot = await scan(config, org)
+    groups = sorted(org.groups.values(), key=lambda g: g.id)[:2]
+    for group in groups:
+        members = set(snapshot.teams[group.path])
+        assert members, f"group {group.full_path} resolved to nobody"
+        direct = {org.users[uid].username for uid in group.members if uid in org.users}
+        assert direct <= members
+    listed = [u.username for u in sorted(org.users.values(), key=lambda u: u.id)[:5]]
+    assert list(snapshot.teams["listed"]) == listed
+
+
+async def test_one_bad_user_leaves_the_others_exact_and_keeps_last_good_values(
+    org: Org, sim: SimulatorServer
+) -> None:
+    config = make_config(org, sim.url)
+    registry = build_registry(lambda: snapshot, version=__version__)
+    service = ExporterService(config, clock=lambda: org.now)
+    service.attach_metrics(registry)
+    async with service:
+        snapshot = await service.scan_once()
+        first = snapshot
+        users = sorted(first.users)
+        victim = next(u for u in users if first.users[u].stats and first.users[u].stats.commits)
+        victim_id = next(u.id for u in org.users.values() if u.username == victim)
+        # the victim's project listing now always fails with an HTML 502
+        sim.faults.add(FaultRule(path_pattern=rf"^/api/v4/users/{victim_id}/projects$", kind="502_html"))
+        snapshot = await service.scan_once()
+    second = snapshot
+    truth = truth_for(org, config, users)
+    state = second.users[victim]
+    assert state.last_error == "api_error"
+    assert dict(state.failures) == {"api_error": 1}
+    assert state.stats == first.users[victim].stats  # last good values, not zero
+    assert state.last_success == first.users[victim].last_success
+    assert second.last_scan is not None and second.last_scan.users_failed == 1
+    for user in users:
+        if user != victim:
+            assert numbers(second, user) == expected_numbers(truth, user), user
+            assert second.users[user].last_error is None
+    assert registry.get_sample_value(
+        "gitlab_activity_user_scan_failures_total", {"user": victim, "reason": "api_error"}
+    ) == 1
+    assert registry.get_sample_value("gitlab_activity_user_up", {"user": victim}) == 0
+    assert registry.get_sample_value("gitlab_activity_user_commits", {"user": victim}) == first.users[victim].stats.commits  # type: ignore[union-attr]
+
+
+async def test_missing_user_fails_alone_with_not_found(org: Org, sim: SimulatorServer) -> None:
+    document_config = make_config(org, sim.url)
+    users = sorted(u.username for u in org.users.values())
+    gone = users[3]
+    org.delete_user(gone)
+    snapshot = await scan(document_config, org)
+    assert snapshot.users[gone].last_error == "not_found"
+    assert snapshot.users[gone].stats is None
+    assert dict(snapshot.users[gone].failures) == {"not_found": 1}
+    truth = truth_for(org, document_config, users)
+    assert gone not in truth
+    for user in users:
+        if user != gone:
+            assert numbers(snapshot, user) == expected_numbers(truth, user), user
+
+
+async def test_flaky_gitlab_is_retried_into_exact_numbers(org: Org, sim: SimulatorServer) -> None:
+    config = make_config(org, sim.url)
+    # transient faults on the busiest endpoint: an HTML 503, a reset, a 429, bad JSON
+    for kind in ("503_html", "reset", "429", "malformed_json"):
+        sim.faults.add(FaultRule(path_pattern=r"/repository/commits$", kind=kind, times=1))
+    snapshot = await scan(config, org)
+    truth = truth_for(org, config, sorted(snapshot.users))
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+    for user in snapshot.users:
+        assert numbers(snapshot, user) == expected_numbers(truth, user), user
+    statuses = sim.log.by_endpoint()["/projects/:id/repository/commits"]
+    assert statuses.get(503) == 1 and statuses.get(429) == 1
+
+
+async def test_revoked_token_fails_every_user_as_unauthorized(org: Org, sim: SimulatorServer) -> None:
+    config = make_config(org, sim.url)
+    sim.faults.add(FaultRule(path_pattern=r".*", kind="401"))
+    snapshot = await scan(config, org)
+    assert snapshot.last_scan is not None
+    assert snapshot.last_scan.users_failed == snapshot.last_scan.users_total > 0
+    assert {s.last_error for s in snapshot.users.values()} == {"unauthorized"}
+    assert snapshot.last_complete_scan_end is None  # nothing was scanned: no complete scan
+
+
+async def test_token_absent_from_debug_logs(org: Org, sim: SimulatorServer) -> None:
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    register_secret(TOKEN)
+    try:
+        config = make_config(org, sim.url)
+        sim.faults.add(FaultRule(path_pattern=r"/repository/commits$", kind="502_html", times=3))
+        sim.faults.add(FaultRule(path_pattern=r"^/api/v4/users/\d+/events$", kind="401", times=1))
+        await scan(config, org)
+    finally:
+        configure_logging("info", "console")
+    text = stream.getvalue()
+    assert "retry" in text.lower()  # debug logging really happened
+    assert re.search(r"unauthorized|401", text)
+    assert TOKEN not in text
+    assert TOKEN[6:] not in text
