@@ -30,7 +30,7 @@ class GitLabError(Exception):
     def _render(self) -> str:
         if self.status is None:
             return f"GitLab {self.endpoint}: {self.detail}"
-        return f"GitLab {self.endpoint}: HTTP {self.status}: {self.detail}"
+        return f"GitLab {self.endpoint}: HTTP {self.status} ({self.detail})"
 
     def __str__(self) -> str:
         return self._render()
