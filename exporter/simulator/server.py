@@ -1,0 +1,1041 @@
+"""A GitLab REST API v4 that serves a simulated organisation, awkward parts included.
+
+Pagination, errors, rate limits and dates follow GitLab's behaviour (the team's
+``gitlab-api.md``). Faults and latency can be injected at runtime, and every request is
+recorded, so tests and benchmarks can check what a client did.
+
+Usage::
+
+    async with SimulatorServer(org, token="t") as sim:
+        ...  # point a client at sim.url (without /api/v4)
+        sim.faults.add(FaultRule(r"/repository/commits$", "502_html", times=1))
+        assert sim.log.count("/users/:id") == 3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.utils import formatdate
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from exporter.simulator.faults import (
+    DEFAULT_RANDOM_KINDS,
+    FAULT_KINDS,
+    FaultRule,
+    Faults,
+    RequestLog,
+    RequestRecord,
+)
+from exporter.simulator.model import Commit, Event, Group, Issue, MergeRequest, Org, Project, User
+
+__all__ = [
+    "DEFAULT_RANDOM_KINDS",
+    "FAULT_KINDS",
+    "GITLAB_COM_LIMITS",
+    "SIMULATOR_KEY",
+    "FaultRule",
+    "Faults",
+    "GitLabSimulator",
+    "RateLimiter",
+    "RateLimits",
+    "RequestLog",
+    "RequestRecord",
+    "SimulatorServer",
+    "create_app",
+    "serve_simulator",
+]
+
+API = "/api/v4"
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+# --------------------------------------------------------------------------- rate limits
+@dataclass(frozen=True)
+class RateLimits:
+    """Throttles: ``general`` for every API request of a token, ``endpoints`` per route.
+
+    Values are ``(requests, period_seconds)``; windows are aligned to multiples of the
+    period (as GitLab's Rack::Attack does). ``endpoint_retry_after`` makes per-endpoint
+    429s carry ``Retry-After`` (gitlab.com's often do not).
+    """
+
+    general: tuple[int, float] | None = None
+    endpoints: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    endpoint_retry_after: bool = False
+
+
+#: gitlab.com's published limits.
+GITLAB_COM_LIMITS = RateLimits(
+    general=(2000, 60.0),
+    endpoints={
+        "/users/:id": (300, 600.0),
+        "/users/:id/projects": (300, 60.0),
+        "/users/:id/contributed_projects": (100, 60.0),
+        "/projects/:id": (400, 60.0),
+        "/groups/:id/projects": (600, 60.0),
+    },
+)
+
+GENERAL_LIMIT_NAME = "throttle_authenticated_api"
+_ENDPOINT_LIMIT_NAMES = {
+    "/users/:id": "users_get_by_id",
+    "/users/:id/projects": "user_projects_api",
+    "/users/:id/contributed_projects": "user_contributed_projects_api",
+    "/projects/:id": "projects_api",
+    "/groups/:id/projects": "group_projects_api",
+}
+
+
+def _limit_name(endpoint: str) -> str:
+    known = _ENDPOINT_LIMIT_NAMES.get(endpoint)
+    if known:
+        return known
+    return re.sub(r"[^a-z0-9]+", "_", endpoint.lower()).strip("_") + "_api"
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    name: str
+    limit: int
+    observed: int
+    reset: float  # unix seconds
+    general: bool
+
+    @property
+    def exceeded(self) -> bool:
+        return self.observed > self.limit
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Name": self.name,
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Observed": str(self.observed),
+            "RateLimit-Remaining": str(max(0, self.limit - self.observed)),
+            "RateLimit-Reset": str(int(self.reset)),
+        }
+
+
+class RateLimiter:
+    """Counts requests per token in aligned windows; ``clock`` is injectable."""
+
+    def __init__(self, config: RateLimits | None = None, clock: Clock = time.time) -> None:
+        self.config = config or RateLimits()
+        self.clock = clock
+        self._counters: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def reset(self) -> None:
+        self._counters.clear()
+
+    def _observe(self, name: str, key: str, limit: int, period: float, now: float) -> _Verdict:
+        window = math.floor(now / period) * period
+        start, count = self._counters.get((name, key), (window, 0))
+        if start != window:
+            count = 0
+        count += 1
+        self._counters[(name, key)] = (window, count)
+        return _Verdict(name, limit, count, window + period, name == GENERAL_LIMIT_NAME)
+
+    def check(self, key: str, endpoint: str) -> tuple[_Verdict | None, _Verdict | None]:
+        """Count one request; returns (verdict to report in headers, exceeded verdict)."""
+        now = self.clock()
+        verdicts: list[_Verdict] = []
+        if self.config.general is not None:
+            limit, period = self.config.general
+            verdicts.append(self._observe(GENERAL_LIMIT_NAME, key, limit, period, now))
+        specific = self.config.endpoints.get(endpoint)
+        if specific is not None:
+            limit, period = specific
+            verdicts.append(self._observe(_limit_name(endpoint), key, limit, period, now))
+        exceeded = next((v for v in verdicts if v.exceeded), None)
+        shown = exceeded or (verdicts[-1] if verdicts else None)
+        return shown, exceeded
+
+
+# --------------------------------------------------------------------------- rendering
+def _iso_utc(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _commit_date(dt: datetime, millis: bool) -> str:
+    return dt.isoformat(timespec="milliseconds" if millis else "seconds")
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _not_found(what: str) -> _HTTPError:
+    return _HTTPError(404, {"message": f"404 {what} Not Found"})
+
+
+def _bad_param(name: str) -> _HTTPError:
+    return _HTTPError(400, {"error": f"{name} is invalid"})
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, separators=(",", ":")).encode(),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+_HTML = {
+    500: ("500 Internal Server Error", "We're sorry, but something went wrong."),
+    502: ("502 Bad Gateway", "Whoops, GitLab is taking too much time to respond."),
+    503: ("503 Service Unavailable", "GitLab is not responding."),
+}
+
+
+def _html_error(status: int) -> web.Response:
+    title, text = _HTML[status]
+    body = (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f"<title>{title}</title>\n</head>\n<body>\n<h1>{status}</h1>\n<p>{text}</p>\n"
+        "</body>\n</html>\n"
+    )
+    return web.Response(text=body, status=status, content_type="text/html")
+
+
+def _parse_time(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad_param(name) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt
+
+
+def _parse_date(request: web.Request, name: str) -> date | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return date.fromisoformat(raw[:10])
+    except ValueError:
+        raise _bad_param(name) from None
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _bad_param(name) from None
+
+
+def _truthy(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+# --------------------------------------------------------------------------- the app
+Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+
+SIMULATOR_KEY: web.AppKey[GitLabSimulator] = web.AppKey("gitlab_simulator")
+
+
+class GitLabSimulator:
+    """The simulator's state and request handling; ``.app`` is the aiohttp application."""
+
+    def __init__(
+        self,
+        org: Org,
+        *,
+        token: str = "sim-token",
+        limits: RateLimits | RateLimiter | None = None,
+        faults: Faults | None = None,
+        log: RequestLog | None = None,
+        clock: Clock | None = None,
+        token_owner: str = "sim-admin",
+    ) -> None:
+        self.org = org
+        self.token = token
+        self.token_owner = token_owner
+        if isinstance(limits, RateLimiter):
+            self.limits = limits
+            if clock is not None:
+                self.limits.clock = clock
+        else:
+            self.limits = RateLimiter(limits, clock or time.time)
+        self.faults = faults or Faults()
+        self.log = log or RequestLog()
+        #: every credential value received, in order
+        self.credentials: list[str] = []
+        self._routes: list[tuple[re.Pattern[str], str, Handler]] = [
+            (re.compile(pattern), template, handler)
+            for pattern, template, handler in (
+                (r"^/version$", "/version", self._version),
+                (r"^/user$", "/user", self._current_user),
+                (r"^/users$", "/users", self._users),
+                (r"^/users/([^/]+)$", "/users/:id", self._user),
+                (r"^/users/([^/]+)/projects$", "/users/:id/projects", self._user_projects),
+                (
+                    r"^/users/([^/]+)/contributed_projects$",
+                    "/users/:id/contributed_projects",
+                    self._contributed,
+                ),
+                (r"^/users/([^/]+)/events$", "/users/:id/events", self._events),
+                (r"^/projects/([^/]+)$", "/projects/:id", self._project),
+                (
+                    r"^/projects/([^/]+)/repository/commits$",
+                    "/projects/:id/repository/commits",
+                    self._commits,
+                ),
+                (r"^/groups/([^/]+)$", "/groups/:id", self._group),
+                (r"^/groups/([^/]+)/members/all$", "/groups/:id/members/all", self._members_all),
+                (r"^/groups/([^/]+)/members$", "/groups/:id/members", self._members),
+                (r"^/groups/([^/]+)/projects$", "/groups/:id/projects", self._group_projects),
+                (r"^/merge_requests$", "/merge_requests", self._merge_requests),
+                (r"^/issues$", "/issues", self._issues),
+            )
+        ]
+        self.app = web.Application()
+        self.app[SIMULATOR_KEY] = self
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    # ------------------------------------------------------------------ dispatch
+    def _route(self, raw_path: str) -> tuple[str, Handler, list[str]] | None:
+        if not raw_path.startswith(API + "/"):
+            return None
+        sub = raw_path[len(API) :]
+        for regex, template, handler in self._routes:
+            m = regex.match(sub)
+            if m:
+                return template, handler, [unquote(g) for g in m.groups()]
+        return None
+
+    @staticmethod
+    def _credential(request: web.Request) -> str | None:
+        token = request.headers.get("PRIVATE-TOKEN")
+        if token is not None:
+            return token
+        auth = request.headers.get("Authorization")
+        if auth is not None:
+            scheme, _, value = auth.partition(" ")
+            return value.strip() if scheme.lower() == "bearer" else auth
+        return None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        raw_path = request.raw_path.split("?", 1)[0]
+        credential = self._credential(request)
+        if credential is not None:
+            self.credentials.append(credential)
+        routed = self._route(raw_path)
+        endpoint = routed[0] if routed else "unknown"
+        status = 0
+        fault_kind: str | None = None
+        try:
+            if self.faults.latency_ms > 0:
+                await asyncio.sleep(self.faults.latency_ms / 1000)
+            rule = self.faults.pick(request.path, raw_path)
+            fault_kind = rule.kind if rule else None
+            response = await self._respond(request, routed, credential, rule)
+            status = 0 if fault_kind == "reset" else response.status
+            return response
+        finally:
+            self.log.add(
+                RequestRecord(
+                    method=request.method,
+                    endpoint=endpoint,
+                    path=raw_path,
+                    query=dict(request.query),
+                    status=status,
+                    credential=credential,
+                    fault=fault_kind,
+                )
+            )
+
+    async def _respond(
+        self,
+        request: web.Request,
+        routed: tuple[str, Handler, list[str]] | None,
+        credential: str | None,
+        rule: FaultRule | None,
+    ) -> web.StreamResponse:
+        kind = rule.kind if rule else None
+        if rule is not None and kind == "slow":
+            await asyncio.sleep(rule.delay)
+        early = self._early_fault(request, kind)
+        if early is not None:
+            return early
+        if routed is None:
+            return _json({"error": "404 Not Found"}, 404)
+        if credential != self.token:
+            return _json({"message": "401 Unauthorized"}, 401)
+        if request.method not in ("GET", "HEAD"):
+            return _json({"error": "405 Method Not Allowed"}, 405)
+        endpoint, handler, groups = routed
+        shown, exceeded = self.limits.check(credential, endpoint)
+        headers = shown.headers() if shown else {}
+        if exceeded is not None:
+            return self._throttled(exceeded, headers)
+        try:
+            response = await handler(request, {str(i): g for i, g in enumerate(groups)})
+        except _HTTPError as err:
+            response = _json(err.body, err.status)
+        response.headers.update(headers)
+        if kind == "malformed_json" and isinstance(response, web.Response) and response.body:
+            body = bytes(response.body)  # type: ignore[arg-type]
+            response.body = body[: max(1, len(body) // 2)]
+        elif kind == "reset":
+            return await self._reset(request, response)
+        return response
+
+    def _early_fault(self, request: web.Request, kind: str | None) -> web.StreamResponse | None:
+        if kind in ("500_html", "502_html", "503_html"):
+            return _html_error(int(kind[:3]))
+        if kind == "429":
+            return web.Response(
+                text="Retry later\n",
+                status=429,
+                content_type="text/plain",
+                headers={"Retry-After": str(self.faults.retry_after)},
+            )
+        if kind == "429_no_retry_after":
+            return _json(
+                {
+                    "message": {
+                        "error": "This endpoint has been requested too many times. Try again later."
+                    }
+                },
+                429,
+            )
+        if kind == "401":
+            return _json({"message": "401 Unauthorized"}, 401)
+        if kind == "404":
+            return _json({"message": "404 Not Found"}, 404)
+        if kind == "redirect":
+            location = self.faults.redirect_base.rstrip("/") + request.raw_path
+            return web.Response(status=302, headers={"Location": location})
+        return None
+
+    def _throttled(self, verdict: _Verdict, headers: dict[str, str]) -> web.Response:
+        now = self.limits.clock()
+        retry_after = str(max(1, math.ceil(verdict.reset - now)))
+        if verdict.general:
+            headers["Retry-After"] = retry_after
+            headers["RateLimit-ResetTime"] = formatdate(verdict.reset, usegmt=True)
+            return web.Response(
+                text="Retry later\n", status=429, content_type="text/plain", headers=headers
+            )
+        if self.limits.config.endpoint_retry_after:
+            headers["Retry-After"] = retry_after
+            headers["RateLimit-ResetTime"] = formatdate(verdict.reset, usegmt=True)
+        return _json(
+            {
+                "message": {
+                    "error": "This endpoint has been requested too many times. Try again later."
+                }
+            },
+            429,
+            headers,
+        )
+
+    @staticmethod
+    async def _reset(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        body = b""
+        if isinstance(response, web.Response) and response.body:
+            body = bytes(response.body)  # type: ignore[arg-type]
+        if len(body) < 16:
+            body = body + b" " * (16 - len(body))
+        stream = web.StreamResponse(status=response.status, headers=response.headers)
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        await stream.write(body[: len(body) // 2])
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        return stream
+
+    # ------------------------------------------------------------------ pagination
+    def _page(
+        self,
+        request: web.Request,
+        items: Sequence[T],
+        *,
+        totals: bool = True,
+        commits: bool = False,
+        max_offset: int | None = None,
+    ) -> tuple[list[T], dict[str, str]]:
+        page = _int_param(request, "page", 1)
+        per_page = _int_param(request, "per_page", 20)
+        if page < 1:
+            page = 1
+        if per_page < 1:
+            per_page = 20
+        per_page = min(per_page, 100)
+        offset = (page - 1) * per_page
+        if max_offset is not None and offset >= max_offset:
+            raise _HTTPError(
+                405,
+                {
+                    "error": f"Offset pagination has a maximum allowed offset of {max_offset} "
+                    "for requests that return objects of type Project. Remaining records can "
+                    "be retrieved using keyset pagination."
+                },
+            )
+        chunk = list(items[offset : offset + per_page])
+        total = len(items)
+        total_pages = max(1, math.ceil(total / per_page))
+        if commits:
+            has_next = len(chunk) == per_page
+            show_totals = False
+        else:
+            has_next = page < total_pages
+            show_totals = totals and total <= 10_000
+        headers = {
+            "X-Page": str(page),
+            "X-Per-Page": str(per_page),
+            "X-Next-Page": str(page + 1) if has_next else "",
+            "X-Prev-Page": str(page - 1) if page > 1 else "",
+        }
+        if show_totals:
+            headers["X-Total"] = str(total)
+            headers["X-Total-Pages"] = str(total_pages)
+
+        def link(n: int) -> str:
+            query = dict(request.query)
+            query["page"] = str(n)
+            query["per_page"] = str(per_page)
+            return str(request.url.with_query(query))
+
+        links = []
+        if page > 1:
+            links.append(f'<{link(page - 1)}>; rel="prev"')
+        if has_next:
+            links.append(f'<{link(page + 1)}>; rel="next"')
+        links.append(f'<{link(1)}>; rel="first"')
+        if show_totals:
+            links.append(f'<{link(total_pages)}>; rel="last"')
+        headers["Link"] = ", ".join(links)
+        return chunk, headers
+
+    def _list(
+        self,
+        request: web.Request,
+        items: Sequence[T],
+        render: Callable[[T], Any],
+        **kwargs: Any,
+    ) -> web.Response:
+        chunk, headers = self._page(request, items, **kwargs)
+        return _json([render(x) for x in chunk], headers=headers)
+
+    # ------------------------------------------------------------------ lookups
+    def _find_user(self, ident: str) -> User:
+        org = self.org
+        user = org.users.get(int(ident)) if ident.isdigit() else org.user_by_username(ident)
+        if user is None:
+            raise _not_found("User")
+        return user
+
+    def _find_project(self, ident: str) -> Project:
+        org = self.org
+        project = org.projects.get(int(ident)) if ident.isdigit() else org.project_by_path(ident)
+        if project is None:
+            raise _not_found("Project")
+        return project
+
+    def _find_group(self, ident: str) -> Group:
+        org = self.org
+        group = org.groups.get(int(ident)) if ident.isdigit() else org.group_by_path(ident)
+        if group is None:
+            raise _not_found("Group")
+        return group
+
+    # ------------------------------------------------------------------ renderers
+    def _user_basic(self, u: User) -> dict[str, Any]:
+        return {
+            "id": u.id,
+            "username": u.username,
+            "name": u.name,
+            "state": u.state,
+            "locked": False,
+            "avatar_url": f"https://secure.gravatar.com/avatar/{u.id:x}?s=80&d=identicon",
+            "web_url": f"https://{self.org.host}/{u.username}",
+        }
+
+    def _user_full(self, u: User) -> dict[str, Any]:
+        data = self._user_basic(u)
+        data.update(
+            {
+                "created_at": _iso_utc(u.created_at),
+                "bio": "",
+                "location": "",
+                "public_email": u.public_email,
+                "skype": "",
+                "linkedin": "",
+                "twitter": "",
+                "website_url": "",
+                "organization": "",
+                "job_title": "",
+                "pronouns": None,
+                "bot": u.bot,
+                "work_information": None,
+                "local_time": None,
+            }
+        )
+        return data
+
+    def _project_json(self, p: Project) -> dict[str, Any]:
+        ns = p.namespace
+        ns_owner = self.org.user_by_username(ns.path) if ns.kind == "user" else None
+        data: dict[str, Any] = {
+            "id": p.id,
+            "description": None,
+            "name": p.name,
+            "name_with_namespace": p.name_with_namespace,
+            "path": p.path,
+            "path_with_namespace": p.path_with_namespace,
+            "created_at": _iso_utc(p.created_at),
+            "default_branch": None if p.empty_repo else p.default_branch,
+            "tag_list": [],
+            "topics": [],
+            "ssh_url_to_repo": f"git@{self.org.host}:{p.path_with_namespace}.git",
+            "http_url_to_repo": f"https://{self.org.host}/{p.path_with_namespace}.git",
+            "web_url": p.web_url or f"https://{self.org.host}/{p.path_with_namespace}",
+            "readme_url": None,
+            "forks_count": 0,
+            "avatar_url": None,
+            "star_count": 0,
+            "last_activity_at": _iso_utc(p.last_activity_at),
+            "namespace": {
+                "id": ns.id,
+                "name": ns.name,
+                "path": ns.path,
+                "kind": ns.kind,
+                "full_path": ns.full_path,
+                "parent_id": None,
+                "avatar_url": None,
+                "web_url": f"https://{self.org.host}/"
+                + (ns.full_path if ns.kind == "user" else f"groups/{ns.full_path}"),
+            },
+            "visibility": p.visibility,
+            "archived": p.archived,
+            "empty_repo": p.empty_repo,
+        }
+        if ns_owner is not None:
+            data["owner"] = self._user_basic(ns_owner)
+        if p.forked_from_project is not None:
+            up = self.org.projects.get(p.forked_from_project)
+            if up is not None:
+                data["forked_from_project"] = {
+                    "id": up.id,
+                    "name": up.name,
+                    "name_with_namespace": up.name_with_namespace,
+                    "path": up.path,
+                    "path_with_namespace": up.path_with_namespace,
+                    "web_url": up.web_url,
+                }
+        return data
+
+    def _commit_json(self, c: Commit, project: Project) -> dict[str, Any]:
+        committed = _commit_date(c.committed_date, c.millis)
+        return {
+            "id": c.sha,
+            "short_id": c.short_id,
+            "created_at": committed,
+            "parent_ids": list(c.parent_ids),
+            "title": c.title,
+            "message": c.message,
+            "author_name": c.author_name,
+            "author_email": c.author_email,
+            "authored_date": _commit_date(c.authored_date, c.millis),
+            "committer_name": c.committer_name or c.author_name,
+            "committer_email": c.committer_email or c.author_email,
+            "committed_date": committed,
+            "trailers": {},
+            "extended_trailers": {},
+            "web_url": f"{project.web_url}/-/commit/{c.sha}",
+        }
+
+    def _event_json(self, e: Event) -> dict[str, Any]:
+        user = self.org.users.get(e.user_id)
+        author = self._user_basic(user) if user else None
+        data: dict[str, Any] = {
+            "id": e.id,
+            "project_id": e.project_id,
+            "action_name": e.action_name,
+            "target_id": None,
+            "target_iid": None,
+            "target_type": None,
+            "author_id": e.user_id,
+            "target_title": None,
+            "created_at": _iso_utc(e.created_at),
+            "author": author,
+            "imported": False,
+            "imported_from": "none",
+            "author_username": user.username if user else None,
+        }
+        if e.push_data is not None:
+            data["push_data"] = e.push_data
+        return data
+
+    def _person(self, username: str | None) -> dict[str, Any] | None:
+        if username is None:
+            return None
+        user = self.org.user_by_username(username)
+        if user is not None:
+            return self._user_basic(user)
+        return {"id": 0, "username": username, "name": username, "state": "active"}
+
+    def _mr_json(self, mr: MergeRequest) -> dict[str, Any]:
+        project = self.org.projects.get(mr.project_id)
+        return {
+            "id": mr.id,
+            "iid": mr.iid,
+            "project_id": mr.project_id,
+            "title": mr.title,
+            "state": mr.state,
+            "created_at": _iso_utc(mr.created_at),
+            "updated_at": _iso_utc(mr.merged_at or mr.closed_at or mr.created_at),
+            "merged_at": _iso_utc(mr.merged_at),
+            "closed_at": _iso_utc(mr.closed_at),
+            "author": self._person(mr.author),
+            "assignee": self._person(mr.assignee),
+            "assignees": [self._person(mr.assignee)] if mr.assignee else [],
+            "web_url": f"{project.web_url if project else ''}/-/merge_requests/{mr.iid}",
+        }
+
+    def _issue_json(self, issue: Issue) -> dict[str, Any]:
+        project = self.org.projects.get(issue.project_id)
+        return {
+            "id": issue.id,
+            "iid": issue.iid,
+            "project_id": issue.project_id,
+            "title": issue.title,
+            "state": issue.state,
+            "created_at": _iso_utc(issue.created_at),
+            "updated_at": _iso_utc(issue.closed_at or issue.created_at),
+            "closed_at": _iso_utc(issue.closed_at),
+            "author": self._person(issue.author),
+            "assignee": self._person(issue.assignee),
+            "assignees": [self._person(issue.assignee)] if issue.assignee else [],
+            "web_url": f"{project.web_url if project else ''}/-/issues/{issue.iid}",
+        }
+
+    def _group_json(self, g: Group) -> dict[str, Any]:
+        return {
+            "id": g.id,
+            "name": g.name,
+            "path": g.path,
+            "full_name": g.name,
+            "full_path": g.full_path,
+            "parent_id": g.parent_id,
+            "visibility": "internal",
+            "web_url": f"https://{self.org.host}/groups/{g.full_path}",
+        }
+
+    # ------------------------------------------------------------------ handlers
+    async def _version(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        return _json({"version": "17.5.0-ee", "revision": "simulated", "enterprise": True})
+
+    async def _current_user(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        return _json(
+            {
+                "id": 1,
+                "username": self.token_owner,
+                "name": "Simulator Administrator",
+                "state": "active",
+                "is_admin": True,
+            }
+        )
+
+    async def _users(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        username = request.query.get("username")
+        if username is not None:
+            user = self.org.user_by_username(username)
+            found = [user] if user is not None else []
+            return self._list(request, found, self._user_basic)
+        users = sorted(self.org.users.values(), key=lambda u: u.id, reverse=True)
+        return self._list(request, users, self._user_basic, max_offset=50_000)
+
+    async def _user(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        if not p["0"].isdigit():
+            raise _not_found("User")
+        return _json(self._user_full(self._find_user(p["0"])))
+
+    async def _user_projects(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        user = self._find_user(p["0"])
+        ids = sorted(self.org.personal_project_ids(user.id), reverse=True)
+        projects = [self.org.projects[i] for i in ids if i in self.org.projects]
+        return self._list(request, projects, self._project_json, max_offset=50_000)
+
+    async def _contributed(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        user = self._find_user(p["0"])
+        ids = sorted(set(self.org.contributed.get(user.id, [])), reverse=True)
+        projects = [self.org.projects[i] for i in ids if i in self.org.projects]
+        return self._list(request, projects, self._project_json)
+
+    async def _events(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        user = self._find_user(p["0"])
+        action = request.query.get("action")
+        target_type = request.query.get("target_type")
+        after = _parse_date(request, "after")
+        before = _parse_date(request, "before")
+        events: Sequence[Event] = self.org.events.get(user.id, [])
+        if action or target_type or after or before:
+            events = [
+                e
+                for e in events
+                if (not action or e.action == action)
+                and (after is None or e.created_at.astimezone(UTC).date() > after)
+                and (before is None or e.created_at.astimezone(UTC).date() < before)
+                and (not target_type or target_type.lower() in ("", "push"))
+            ]
+        if request.query.get("sort") == "asc":
+            events = list(reversed(events))
+        # pages are cut before visibility filtering: a short page may have a next page
+        chunk, headers = self._page(request, events)
+        return _json([self._event_json(e) for e in chunk if not e.hidden], headers=headers)
+
+    async def _project(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        return _json(self._project_json(self._find_project(p["0"])))
+
+    async def _commits(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        project = self._find_project(p["0"])
+        since = _parse_time(request, "since")
+        until = _parse_time(request, "until")
+        all_refs = _truthy(request, "all")
+        ref = request.query.get("ref_name")
+        if all_refs or not ref:
+            commits = self.org.commits_between(project.id, since, until, all_branches=all_refs)
+        else:
+            commits = [
+                c for c in self.org.commits_between(project.id, since, until) if c.branch == ref
+            ]
+        chunk, headers = self._page(request, commits, commits=True)
+        if all_refs:
+            chunk.reverse()  # with all=true each page is oldest-first
+        return _json([self._commit_json(c, project) for c in chunk], headers=headers)
+
+    async def _group(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        return _json(self._group_json(self._find_group(p["0"])))
+
+    def _member_list(self, request: web.Request, members: dict[int, int]) -> web.Response:
+        rows = [(self.org.users[uid], level) for uid, level in sorted(members.items())]
+
+        def render(row: tuple[User, int]) -> dict[str, Any]:
+            data = self._user_basic(row[0])
+            data["access_level"] = row[1]
+            data["expires_at"] = None
+            return data
+
+        return self._list(request, rows, render)
+
+    async def _members_all(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        group = self._find_group(p["0"])
+        return self._member_list(request, self.org.group_members_all(group.id))
+
+    async def _members(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        group = self._find_group(p["0"])
+        direct = {uid: lvl for uid, lvl in group.members.items() if uid in self.org.users}
+        return self._member_list(request, direct)
+
+    async def _group_projects(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        group = self._find_group(p["0"])
+        group_ids = {group.id}
+        if _truthy(request, "include_subgroups"):
+            for g in self.org.groups.values():
+                if any(a.id == group.id for a in self.org.group_ancestry(g.id)):
+                    group_ids.add(g.id)
+        ids = sorted(
+            (pid for gid in group_ids for pid in self.org.group_project_ids(gid)), reverse=True
+        )
+        projects = [self.org.projects[i] for i in ids if i in self.org.projects]
+        return self._list(request, projects, self._project_json, max_offset=50_000)
+
+    def _filter_items(
+        self,
+        request: web.Request,
+        by_author: Callable[[str], Sequence[T]],
+        everything: Sequence[T],
+        allowed_states: tuple[str, ...],
+    ) -> list[T]:
+        scope = request.query.get("scope", "created_by_me")
+        if scope not in ("all", "created_by_me", "assigned_to_me"):
+            raise _bad_param("scope")
+        state = request.query.get("state", "all")
+        if state not in (*allowed_states, "all"):
+            raise _bad_param("state")
+        author = request.query.get("author_username")
+        assignee = request.query.get("assignee_username")
+        created_after = _parse_time(request, "created_after")
+        created_before = _parse_time(request, "created_before")
+        items: Sequence[T] = by_author(author) if author else everything
+        out: list[T] = []
+        owner = self.token_owner.casefold()
+        for item in items:
+            item_author: str = getattr(item, "author")  # noqa: B009
+            item_assignee: str | None = getattr(item, "assignee")  # noqa: B009
+            if scope == "created_by_me" and item_author.casefold() != owner:
+                continue
+            if scope == "assigned_to_me" and (item_assignee or "").casefold() != owner:
+                continue
+            if assignee and (item_assignee or "").casefold() != assignee.casefold():
+                continue
+            created: datetime = getattr(item, "created_at")  # noqa: B009
+            if created_after is not None and created < created_after:
+                continue
+            if created_before is not None and created > created_before:
+                continue
+            if state != "all" and getattr(item, "state") != state:  # noqa: B009
+                continue
+            out.append(item)
+        out.sort(key=lambda i: (getattr(i, "created_at"), getattr(i, "id")), reverse=True)  # noqa: B009
+        return out
+
+    async def _merge_requests(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        items = self._filter_items(
+            request,
+            self.org.merge_requests_by,
+            self.org.merge_requests,
+            ("opened", "closed", "locked", "merged"),
+        )
+        return self._list(request, items, self._mr_json)
+
+    async def _issues(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        items = self._filter_items(
+            request, self.org.issues_by, self.org.issues, ("opened", "closed")
+        )
+        return self._list(request, items, self._issue_json)
+
+
+def create_app(
+    org: Org,
+    *,
+    token: str = "sim-token",
+    limits: RateLimits | RateLimiter | None = None,
+    faults: Faults | None = None,
+    clock: Clock | None = None,
+) -> web.Application:
+    """The aiohttp application (for ``aiohttp_client``); its state is ``app[SIMULATOR_KEY]``."""
+    return GitLabSimulator(org, token=token, limits=limits, faults=faults, clock=clock).app
+
+
+# --------------------------------------------------------------------------- runner
+class SimulatorServer:
+    """Runs a :class:`GitLabSimulator` on a TCP port (``port=0``: a free one)."""
+
+    def __init__(
+        self,
+        org: Org,
+        *,
+        token: str = "sim-token",
+        limits: RateLimits | RateLimiter | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.simulator = GitLabSimulator(
+            org, token=token, limits=limits, faults=faults, clock=clock
+        )
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def org(self) -> Org:
+        return self.simulator.org
+
+    @property
+    def token(self) -> str:
+        return self.simulator.token
+
+    @property
+    def log(self) -> RequestLog:
+        return self.simulator.log
+
+    @property
+    def faults(self) -> Faults:
+        return self.simulator.faults
+
+    @property
+    def limits(self) -> RateLimiter:
+        return self.simulator.limits
+
+    @property
+    def credentials(self) -> list[str]:
+        return self.simulator.credentials
+
+    @property
+    def url(self) -> str:
+        """Base URL without ``/api/v4``, e.g. ``http://127.0.0.1:40123``."""
+        if self._runner is None:
+            raise RuntimeError("simulator not started")
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.simulator.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=0.5)
+        await site.start()
+        self._runner = runner
+        for address in runner.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                self.port = int(address[1])
+                break
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> SimulatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def serve_simulator(
+    host: str,
+    port: int,
+    *,
+    seed: int,
+    users: int,
+    projects: int,
+    latency_ms: float,
+    fault_rate: float,
+    token: str,
+) -> None:
+    """Generate an organisation and serve it until cancelled (the ``simulate`` command)."""
+    from exporter.simulator.generate import generate_org
+
+    org = generate_org(seed, users=users, projects=projects)
+    faults = Faults(latency_ms=latency_ms, fault_rate=fault_rate, seed=seed)
+    async with SimulatorServer(org, token=token, host=host, port=port, faults=faults) as sim:
+        sample = ", ".join(sorted(u.username for u in org.users.values())[:5])
+        print(
+            f"GitLab simulator listening on {sim.url} (API at {sim.url}{API})\n"
+            f"  token: {token}\n"
+            f"  organisation: seed {seed}, {len(org.users)} users, {len(org.projects)} projects, "
+            f"{len(org.groups)} groups; e.g. {sample}",
+            flush=True,
+        )
+        await asyncio.Event().wait()
