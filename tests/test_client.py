@@ -815,3 +815,34 @@ def test_invalid_settings_are_refused() -> None:
             assert fractional.request_count == 0
 
     asyncio.run(run())
+
+
+async def test_cancelled_request_frees_its_slot_and_is_not_counted(
+    gitlab: Callable[[Handler], Awaitable[FakeGitLab]], session: aiohttp.ClientSession
+) -> None:
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.endswith("/slow"):
+            arrived.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(release.wait(), 2.0)
+        return json_response([])
+
+    fake = await gitlab(handler)
+    registry = CollectorRegistry()
+    client = make_client(session, fake, max_concurrency=1, metrics=ClientMetrics(registry))
+    task = asyncio.create_task(client.get_json("/slow", endpoint="/slow"))
+    await asyncio.wait_for(arrived.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        assert await asyncio.wait_for(client.get_json("/fast", endpoint="/fast"), 1.0) == []
+    finally:
+        release.set()
+    assert sample(registry, "gitlab_activity_api_requests_total",
+                  endpoint="/slow", code="error") is None
+    assert sample(registry, "gitlab_activity_api_requests_total",
+                  endpoint="/fast", code="200") == 1.0

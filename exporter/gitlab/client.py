@@ -489,7 +489,7 @@ class GitLabClient:
         self.request_count += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
-        code = "error"
+        code: str | None = "error"
         try:
             async with self._session.get(
                 url,
@@ -513,6 +513,9 @@ class GitLabClient:
                     content_type=resp.headers.get("Content-Type", ""),
                     next_url=next_url if isinstance(next_url, URL) else None,
                 )
+        except asyncio.CancelledError:
+            code = None  # abandoned by the caller, not an answer from GitLab
+            raise
         except TimeoutError:
             code = "timeout"
             raise _Retry(
@@ -537,7 +540,7 @@ class GitLabClient:
                 f"request failed ({type(exc).__name__})", endpoint=endpoint
             ) from None
         finally:
-            if self._metrics is not None:
+            if self._metrics is not None and code is not None:
                 self._metrics.requests.labels(endpoint, code).inc()
                 self._metrics.duration.labels(endpoint).observe(loop.time() - started)
 
