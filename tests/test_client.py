@@ -846,3 +846,17 @@ async def test_cancelled_request_frees_its_slot_and_is_not_counted(
                   endpoint="/slow", code="error") is None
     assert sample(registry, "gitlab_activity_api_requests_total",
                   endpoint="/fast", code="200") == 1.0
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/api/v4", "/api/v4/"])
+async def test_base_url_forms(
+    gitlab: Callable[[Handler], Awaitable[FakeGitLab]],
+    session: aiohttp.ClientSession,
+    suffix: str,
+) -> None:
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return json_response([request.path])
+
+    fake = await gitlab(handler)
+    client = make_client(session, fake, base_url=fake.base + suffix)
+    assert await client.get_json("/users/1", endpoint="/users/:id") == ["/api/v4/users/1"]

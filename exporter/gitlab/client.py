@@ -330,7 +330,10 @@ class GitLabClient:
         if base.scheme not in ("http", "https") or not base.host:
             raise ValueError("base_url must be an absolute http(s) URL")
         self._session = session
-        self._api_root = str(base.with_query(None).with_fragment(None)) + API_PREFIX
+        root = str(base.with_query(None).with_fragment(None))
+        if root.endswith(API_PREFIX):  # tolerate a base URL given with the API prefix
+            root = root[: -len(API_PREFIX)]
+        self._api_root = root + API_PREFIX
         self._origin = _origin(base)
         self._token = token
         self._pacer = _Pacer(requests_per_second)
