@@ -990,9 +990,9 @@ class SimulatorServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.simulator.app, access_log=None)
+        runner = web.AppRunner(self.simulator.app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, self.host, self.port)
         await site.start()
         self._runner = runner
         for address in runner.addresses:
