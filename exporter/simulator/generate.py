@@ -29,8 +29,11 @@ What every generated organisation guarantees (``now`` and ``lookback_days`` as g
 
 from __future__ import annotations
 
+import bisect
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import TypeVar
 
 from exporter.simulator.model import (
     DEVELOPER,
@@ -114,6 +117,19 @@ class _Clock:
         self.old_hi = self.start - margin
 
 
+_T = TypeVar("_T")
+
+
+def _ch(rng: random.Random, seq: Sequence[_T]) -> _T:
+    """``rng.choice`` without its overhead (same distribution, deterministic per seed)."""
+    return seq[int(rng.random() * len(seq))]
+
+
+def _ri(rng: random.Random, a: int, b: int) -> int:
+    """``rng.randint`` without its overhead."""
+    return a + int(rng.random() * (b - a + 1))
+
+
 def _dt(ts: int, offset: int) -> datetime:
     return datetime.fromtimestamp(ts, _TZ.get(offset) or timezone(timedelta(minutes=offset)))
 
@@ -165,7 +181,7 @@ class _Gen:
                 username, name = _SPECIAL_USERS[i]
                 first, last = name.split(" ")
             else:
-                first, last = rng.choice(_FIRST), rng.choice(_LAST)
+                first, last = _ch(rng, _FIRST), _ch(rng, _LAST)
                 name = f"{first} {last}"
                 while name.casefold() in used_names:
                     name = f"{first} {chr(65 + rng.randrange(26))}. {last}"
@@ -189,7 +205,7 @@ class _Gen:
             used_names.add(name.casefold())
             used_logins.add(username.casefold())
             uid = next_id
-            next_id += rng.randint(1, 7)
+            next_id += _ri(rng, 1, 7)
             login = username.lower()
             private = f"{login}@mail.acme.example"
             public = ""
@@ -213,7 +229,7 @@ class _Gen:
             self.build_identities(user, first, i)
             self.users[uid] = user
             self.user_list.append(user)
-            self.home_offset[uid] = rng.choice(OFFSETS)
+            self.home_offset[uid] = _ch(rng, OFFSETS)
             if rng.random() < 0.15:
                 self.traveller.add(uid)
             if i >= len(_SPECIAL_USERS) and rng.random() < 0.05:
@@ -245,20 +261,21 @@ class _Gen:
             add(user.name, user.public_email, 4)
             # same address, other letter case
             add(user.name, user.public_email.title(), 1)
-        add(rng.choice((user.name, login)), f"{user.id}-{login}@users.noreply.{self.host}", 2)
+        add(_ch(rng, (user.name, login)), f"{user.id}-{login}@users.noreply.{self.host}", 2)
         add(user.name, f"{login}@users.noreply.{self.host}", 1)
         for email in user.extra_emails:
             # a name that matches nothing: only the configured email finds these
             add(f"{first} (old laptop)", email, 2)
-        laptop = f"{login.lower()}@{rng.choice(('laptop', 'workstation', 'devbox'))}.local"
-        name_variant = rng.choice(
+        laptop = f"{login.lower()}@{_ch(rng, ('laptop', 'workstation', 'devbox'))}.local"
+        name_variant = _ch(
+            rng,
             (
                 user.name.upper(),
                 user.name.lower(),
                 f"  {user.name} ",
                 login.upper(),
                 f" {login.lower()}",
-            )
+            ),
         )
         if index == 0:
             name_variant = f"  {user.name.lower()} "
@@ -285,7 +302,7 @@ class _Gen:
             word = _GROUP_WORDS[i % len(_GROUP_WORDS)]
             path = word if i < len(_GROUP_WORDS) else f"{word}-{i // len(_GROUP_WORDS)}"
             g = Group(id=next_id, name=path.replace("-", " ").title(), path=path, full_path=path)
-            next_id += rng.randint(1, 4)
+            next_id += _ri(rng, 1, 4)
             tops.append(g)
         active = [u for u in self.user_list if u.id not in self.inactive]
         everyone = list(self.user_list)
@@ -294,9 +311,9 @@ class _Gen:
         order = everyone[:]
         rng.shuffle(order)
         for i, u in enumerate(order):
-            tops[i % n_top].members[u.id] = rng.choice(levels)
+            tops[i % n_top].members[u.id] = _ch(rng, levels)
             if rng.random() < 0.5 and n_top > 1:
-                rng.choice(tops).members.setdefault(u.id, rng.choice(levels))
+                _ch(rng, tops).members.setdefault(u.id, _ch(rng, levels))
         subs: list[Group] = []
         for j in range(n_sub):
             parent = tops[j % n_top]
@@ -309,9 +326,9 @@ class _Gen:
                 full_path=f"{parent.full_path}/{path}",
                 parent_id=parent.id,
             )
-            next_id += rng.randint(1, 4)
+            next_id += _ri(rng, 1, 4)
             for u in rng.sample(active or everyone, min(len(active or everyone), 3)):
-                g.members[u.id] = rng.choice(levels)
+                g.members[u.id] = _ch(rng, levels)
             subs.append(g)
         all_groups = tops + subs
         for g in all_groups:
@@ -340,7 +357,7 @@ class _Gen:
 
         def new_project(ns: Namespace) -> Project:
             nonlocal next_id
-            base = f"{rng.choice(_PROJECT_WORDS)}-{rng.choice(_PROJECT_WORDS)}"
+            base = f"{_ch(rng, _PROJECT_WORDS)}-{_ch(rng, _PROJECT_WORDS)}"
             path = base
             k = 2
             while f"{ns.full_path}/{path}".casefold() in used_paths:
@@ -353,13 +370,13 @@ class _Gen:
                 path=path,
                 namespace=ns,
                 default_branch="main" if rng.random() < 0.8 else "master",
-                visibility=rng.choice(("private", "internal", "internal", "public")),
+                visibility=_ch(rng, ("private", "internal", "internal", "public")),
                 created_at=_utc(self.clock.old_lo - rng.randrange(86400 * 400)),
                 archived=rng.random() < 0.03,
                 web_url="",
             )
             p.web_url = f"https://{self.host}/{p.path_with_namespace}"
-            next_id += rng.randint(1, 3)
+            next_id += _ri(rng, 1, 3)
             self.projects[p.id] = p
             return p
 
@@ -367,7 +384,7 @@ class _Gen:
         owners = self.user_list[:]
         rng.shuffle(owners)
         for i in range(n_personal):
-            owner = owners[i] if i < len(owners) else rng.choice(self.user_list)
+            owner = owners[i] if i < len(owners) else _ch(rng, self.user_list)
             ns = Namespace(
                 id=100000 + owner.id,
                 name=owner.name,
@@ -378,18 +395,18 @@ class _Gen:
             p = new_project(ns)
             contributors = [owner.id] if owner.id not in self.inactive else []
             if rng.random() < 0.2:
-                other = rng.choice(active_users)
+                other = _ch(rng, active_users)
                 if other.id not in contributors:
                     contributors.append(other.id)
             self.contributors[p.id] = contributors
 
         upstreams: list[Project] = []
         for i in range(n_group):
-            g = groups[i % len(groups)] if i < len(groups) else rng.choice(groups)
+            g = groups[i % len(groups)] if i < len(groups) else _ch(rng, groups)
             ns = Namespace(id=g.id, name=g.name, path=g.path, kind="group", full_path=g.full_path)
             p = new_project(ns)
             pool = effective.get(g.id) or [u.id for u in active_users]
-            k = min(len(pool), rng.choice((1, 2, 2, 3, 3, 4, 5)))
+            k = min(len(pool), _ch(rng, (1, 2, 2, 3, 3, 4, 5)))
             self.contributors[p.id] = rng.sample(pool, k)
             upstreams.append(p)
 
@@ -402,8 +419,8 @@ class _Gen:
         for _ in range(n_forks):
             if not candidates:
                 break
-            up = rng.choice(candidates)
-            owner = self.users[rng.choice(self.contributors[up.id])]
+            up = _ch(rng, candidates)
+            owner = self.users[_ch(rng, self.contributors[up.id])]
             ns = Namespace(
                 id=100000 + owner.id,
                 name=owner.name,
@@ -414,10 +431,10 @@ class _Gen:
             fork = new_project(ns)
             fork.forked_from_project = up.id
             fork.default_branch = up.default_branch
-            fork_point = rng.randint(self.clock.in_lo, self.clock.in_hi)
+            fork_point = _ri(rng, self.clock.in_lo, self.clock.in_hi)
             shared = [c for c in self.commits[up.id] if c.committed_date.timestamp() < fork_point]
             self.contributors[fork.id] = [owner.id]
-            self.make_commits(fork, count_in=rng.randint(0, 5), count_old=0, after=fork_point)
+            self.make_commits(fork, count_in=_ri(rng, 0, 5), count_old=0, after=fork_point)
             self.commits[fork.id].extend(shared)
 
         for p in self.projects.values():
@@ -431,12 +448,12 @@ class _Gen:
 
     def pick_time(self, lo: int, hi: int, offset: int) -> int:
         rng = self.rng
-        ts = rng.randint(lo, hi)
+        ts = _ri(rng, lo, hi)
         if rng.random() < 0.7:
             # mostly working hours, local time
             local = ts + offset * 60
             day = local - local % 86400
-            cand = day + rng.randint(8 * 3600, 19 * 3600) - offset * 60
+            cand = day + _ri(rng, 8 * 3600, 19 * 3600) - offset * 60
             if lo <= cand <= hi:
                 ts = cand
         return ts
@@ -454,8 +471,8 @@ class _Gen:
         contributors = self.contributors.get(p.id, [])
         commits = self.commits.setdefault(p.id, [])
         if count_in is None:
-            count_in = 0 if rng.random() < 0.03 else rng.randint(5, 40)
-            count_old = rng.randint(0, 8)
+            count_in = 0 if rng.random() < 0.03 else _ri(rng, 5, 40)
+            count_old = _ri(rng, 0, 8)
         if count_in == 0 and not count_old:
             return
         in_lo = clock.in_lo if after is None else max(clock.in_lo, after)
@@ -467,40 +484,41 @@ class _Gen:
         branch_default = p.default_branch
         plan: list[int] = [0] * count_in + [1] * (count_old or 0)
         if contributors and rng.random() < 0.3:
-            plan += [2] * rng.randint(1, 2)  # authored before the window, rebased into it
+            plan += [2] * _ri(rng, 1, 2)  # authored before the window, rebased into it
         for kind in plan:
             r = rng.random()
             if contributors and r < 0.9:
-                uid = contributors[0] if rng.random() < 0.4 else rng.choice(contributors)
+                uid = contributors[0] if rng.random() < 0.4 else _ch(rng, contributors)
                 user = self.users[uid]
                 idents = user.commit_identities
-                name, email = rng.choices(idents, cum_weights=self.ident_weights[uid])[0]
-                offset = rng.choice(OFFSETS) if uid in self.traveller else self.home_offset[uid]
+                cum = self.ident_weights[uid]
+                name, email = idents[bisect.bisect(cum, rng.random() * cum[-1])]
+                offset = _ch(rng, OFFSETS) if uid in self.traveller else self.home_offset[uid]
             else:
-                name, email = rng.choice(EXTERNAL_AUTHORS)
-                offset = rng.choice(OFFSETS)
+                name, email = _ch(rng, EXTERNAL_AUTHORS)
+                offset = _ch(rng, OFFSETS)
             if kind == 0:
                 authored_ts = self.pick_time(in_lo, clock.in_hi, offset)
             elif kind == 1:
                 authored_ts = self.pick_time(clock.old_lo, clock.old_hi, offset)
             else:
-                authored_ts = rng.randint(clock.start - 15 * 86400, clock.old_hi)
+                authored_ts = _ri(rng, clock.start - 15 * 86400, clock.old_hi)
             committed_ts = authored_ts
             committer_offset = offset
             if kind == 2:
-                committed_ts = rng.randint(in_lo, clock.in_hi)
+                committed_ts = _ri(rng, in_lo, clock.in_hi)
             elif rng.random() < 0.15:
                 limit = clock.in_hi if kind == 0 else clock.old_hi
-                committed_ts = min(limit, authored_ts + rng.randint(600, 5 * 86400))
+                committed_ts = min(limit, authored_ts + _ri(rng, 600, 5 * 86400))
                 committed_ts = max(committed_ts, authored_ts)
-                committer_offset = rng.choice(OFFSETS)
+                committer_offset = _ch(rng, OFFSETS)
             authored = _dt(authored_ts, offset)
             committed = (
                 authored
                 if committed_ts == authored_ts and committer_offset == offset
                 else _dt(committed_ts, committer_offset)
             )
-            title = f"{rng.choice(_VERBS)} {rng.choice(_NOUNS)}"
+            title = f"{_ch(rng, _VERBS)} {_ch(rng, _NOUNS)}"
             sha = f"{rng.getrandbits(160):040x}"
             commits.append(
                 Commit(
@@ -514,7 +532,7 @@ class _Gen:
                     committer_name=name,
                     committer_email=email,
                     millis=rng.random() < 0.5,
-                    branch=branch_default if rng.random() < 0.75 else rng.choice(_BRANCHES),
+                    branch=branch_default if rng.random() < 0.75 else _ch(rng, _BRANCHES),
                     parent_ids=parent,
                 )
             )
@@ -556,8 +574,8 @@ class _Gen:
                 else:
                     pushes.append(pid)  # only through push events
             # contributions without in-window commits (comments, reviews)
-            for _ in range(rng.randint(0, 2)):
-                pid = rng.choice(all_pids)
+            for _ in range(_ri(rng, 0, 2)):
+                pid = _ch(rng, all_pids)
                 if pid not in contributed:
                     contributed.append(pid)
             self.contributed[uid] = contributed
@@ -571,36 +589,37 @@ class _Gen:
         for u in self.user_list:
             uid = u.id
             for pid in push[uid]:
-                for _ in range(rng.randint(1, 3)):
+                for _ in range(_ri(rng, 1, 3)):
                     self.events.append(self.push_event(u, pid, clock.in_lo, clock.in_hi))
             for pid in old_push[uid]:
                 self.events.append(self.push_event(u, pid, clock.old_lo, clock.old_hi))
             targets = push[uid] + self.contributed[uid]
             if uid in busy and push[uid]:
                 # more than a page of pushes, only where pushes already discover a project
-                for _ in range(rng.randint(110, 180)):
-                    pid = rng.choice(push[uid])
+                for _ in range(_ri(rng, 110, 180)):
+                    pid = _ch(rng, push[uid])
                     self.events.append(self.push_event(u, pid, clock.in_lo, clock.in_hi))
             # events the token cannot see (private projects elsewhere)
-            n_hidden = rng.randint(0, 3) + (6 if uid in busy else 0)
+            n_hidden = _ri(rng, 0, 3) + (6 if uid in busy else 0)
             for _ in range(n_hidden):
-                hidden_pid += rng.randint(1, 5)
+                hidden_pid += _ri(rng, 1, 5)
                 ev = self.push_event(u, hidden_pid, clock.in_lo, clock.in_hi)
                 ev.hidden = True
                 self.events.append(ev)
             # other kinds of event
-            for _ in range(rng.randint(0, 4)):
+            for _ in range(_ri(rng, 0, 4)):
                 if not targets:
                     break
-                action, action_name = rng.choice(
-                    (("commented", "commented on"), ("created", "opened"), ("merged", "accepted"))
+                action, action_name = _ch(
+                    rng,
+                    (("commented", "commented on"), ("created", "opened"), ("merged", "accepted")),
                 )
-                ts = rng.randint(clock.in_lo, clock.in_hi)
+                ts = _ri(rng, clock.in_lo, clock.in_hi)
                 self.events.append(
                     Event(
                         id=0,
                         user_id=uid,
-                        project_id=rng.choice(targets),
+                        project_id=_ch(rng, targets),
                         created_at=_utc(ts),
                         action=action,
                         action_name=action_name,
@@ -627,13 +646,13 @@ class _Gen:
             if u.id in self.inactive:
                 continue
             places = user_projects.get(u.id) or all_pids
-            for _ in range(rng.randint(0, 6)):
-                pid = rng.choice(places)
+            for _ in range(_ri(rng, 0, 6)):
+                pid = _ch(rng, places)
                 iids[pid] = iids.get(pid, 0) + 1
-                mr_id += rng.randint(1, 3)
-                state = rng.choice(mr_states)
+                mr_id += _ri(rng, 1, 3)
+                state = _ch(rng, mr_states)
                 created, ended = self.item_times()
-                assignee = rng.choice(active).username if active and rng.random() < 0.5 else None
+                assignee = _ch(rng, active).username if active and rng.random() < 0.5 else None
                 self.mrs.append(
                     MergeRequest(
                         id=mr_id,
@@ -645,16 +664,16 @@ class _Gen:
                         assignee=assignee,
                         merged_at=ended if state == "merged" else None,
                         closed_at=ended if state == "closed" else None,
-                        title=f"{rng.choice(_VERBS)} {rng.choice(_NOUNS)}",
+                        title=f"{_ch(rng, _VERBS)} {_ch(rng, _NOUNS)}",
                     )
                 )
-            for _ in range(rng.randint(0, 5)):
-                pid = rng.choice(places)
+            for _ in range(_ri(rng, 0, 5)):
+                pid = _ch(rng, places)
                 iids[-pid] = iids.get(-pid, 0) + 1
-                issue_id += rng.randint(1, 3)
-                istate = rng.choice(issue_states)
+                issue_id += _ri(rng, 1, 3)
+                istate = _ch(rng, issue_states)
                 created, ended = self.item_times()
-                assignee = rng.choice(active).username if active and rng.random() < 0.4 else None
+                assignee = _ch(rng, active).username if active and rng.random() < 0.4 else None
                 self.issues.append(
                     Issue(
                         id=issue_id,
@@ -665,12 +684,12 @@ class _Gen:
                         author=u.username,
                         assignee=assignee,
                         closed_at=ended if istate == "closed" else None,
-                        title=f"{rng.choice(_NOUNS).capitalize()} is broken",
+                        title=f"{_ch(rng, _NOUNS).capitalize()} is broken",
                     )
                 )
             if rng.random() < 0.15:
                 # by an outsider, assigned to this user: must not count for them
-                pid = rng.choice(places)
+                pid = _ch(rng, places)
                 iids[pid] = iids.get(pid, 0) + 1
                 mr_id += 1
                 created, _ = self.item_times(inside=True)
@@ -693,32 +712,32 @@ class _Gen:
         if inside is None:
             inside = rng.random() < 0.7
         if inside:
-            created = rng.randint(clock.in_lo, clock.in_hi)
+            created = _ri(rng, clock.in_lo, clock.in_hi)
         else:
-            created = rng.randint(clock.old_lo, clock.old_hi)
-        ended = min(clock.now - 600, created + rng.randint(600, 10 * 86400))
+            created = _ri(rng, clock.old_lo, clock.old_hi)
+        ended = min(clock.now - 600, created + _ri(rng, 600, 10 * 86400))
         return _utc(created), _utc(ended)
 
     def push_event(self, u: User, pid: int, lo: int, hi: int) -> Event:
         rng = self.rng
         bulk = rng.random() < 0.05
-        branch = rng.choice(("main", *_BRANCHES))
+        branch = _ch(rng, ("main", *_BRANCHES))
         return Event(
             id=0,
             user_id=u.id,
             project_id=pid,
-            created_at=_utc(rng.randint(lo, hi)),
+            created_at=_utc(_ri(rng, lo, hi)),
             action="pushed",
             action_name="pushed to",
             push_data={
-                "commit_count": 0 if bulk else rng.randint(1, 5),
+                "commit_count": 0 if bulk else _ri(rng, 1, 5),
                 "action": "pushed",
                 "ref_type": "branch",
                 "commit_from": None if bulk else f"{rng.getrandbits(160):040x}",
                 "commit_to": None if bulk else f"{rng.getrandbits(160):040x}",
                 "ref": None if bulk else branch,
-                "commit_title": None if bulk else f"{rng.choice(_VERBS)} {rng.choice(_NOUNS)}",
-                "ref_count": rng.randint(4, 9) if bulk else None,
+                "commit_title": None if bulk else f"{_ch(rng, _VERBS)} {_ch(rng, _NOUNS)}",
+                "ref_count": _ri(rng, 4, 9) if bulk else None,
             },
         )
 

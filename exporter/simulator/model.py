@@ -202,9 +202,10 @@ class Org:
 
     def _sort_commits(self, project_id: int) -> None:
         commits = self.commits[project_id]
-        commits.sort(key=lambda c: (c.committed_date, c.sha), reverse=True)
-        # negated timestamps: ascending, for bisect
-        self._commit_keys[project_id] = [-c.committed_date.timestamp() for c in commits]
+        # negated timestamps ascending = newest first; ties by SHA for a stable order
+        keyed = sorted((-c.committed_date.timestamp(), c.sha, i) for i, c in enumerate(commits))
+        commits[:] = [commits[i] for _, _, i in keyed]
+        self._commit_keys[project_id] = [k for k, _, _ in keyed]
         default = self.projects[project_id].default_branch if project_id in self.projects else ""
         self._default_branch_commits[project_id] = [c for c in commits if c.branch == default]
 
