@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from exporter.simulator.faults import FaultRule
 from exporter.simulator.generate import generate_org
@@ -784,3 +785,65 @@ async def test_concurrent_requests_are_served(aiohttp_client: ClientFactory) -> 
     )
     assert [r.status for r in responses] == [200] * len(pids)
     assert sim.log.count("/projects/:id/repository/commits", 200) == len(pids)
+
+
+async def test_keyset_pagination_and_offset_cap(aiohttp_client: ClientFactory, org: Org) -> None:
+    for pid in range(400, 405):
+        org.projects[pid] = Project(pid, f"P{pid}", f"p{pid}", org.projects[302].namespace)
+    org.reindex()
+    client, _ = await make(aiohttp_client, org)
+    params = {"pagination": "keyset", "order_by": "id", "sort": "asc", "per_page": "4"}
+    r = await client.get("/api/v4/users/9/projects", params=params)
+    assert [p["id"] for p in await r.json()] == [302, 400, 401, 402]
+    assert "X-Total" not in r.headers and "X-Next-Page" not in r.headers
+    (next_link,) = (part for part in r.headers["Link"].split(", ") if 'rel="next"' in part)
+    assert "id_after=402" in next_link
+    r = await client.get(URL(next_link.split(";")[0].strip("<>")).path_qs)
+    assert [p["id"] for p in await r.json()] == [403, 404]
+    assert "Link" not in r.headers
+    r = await client.get("/api/v4/users/9/projects", params={"per_page": "100", "page": "501"})
+    assert r.status == 405
+
+
+async def test_commit_author_filter_is_a_case_sensitive_pattern(
+    aiohttp_client: ClientFactory, org: Org
+) -> None:
+    client, _ = await make(aiohttp_client, org)
+    path = "/api/v4/projects/200/repository/commits"
+    r = await client.get(path, params={"all": "true", "author": "Ann"})
+    got = {c["id"][:2] for c in await r.json()}
+    # "Anna Berg", "Ann Smith", "Ann Lee" (three), "Ann (home)": not "ann", "ANN", "Someone"
+    assert got == {"n1", "n2", "n3", "n4", "n5", "n6"}
+    r = await client.get(path, params={"all": "true", "author": "ann@"})
+    assert {c["id"][:2] for c in await r.json()} == {"a2", "a3", "a4", "a5", "a6", "n5"}
+
+
+async def test_serve_simulator_runs_until_cancelled(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from exporter.simulator.server import serve_simulator
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    task = asyncio.create_task(
+        serve_simulator(
+            "127.0.0.1", port, seed=1, users=5, projects=10, latency_ms=0, fault_rate=0, token="t"
+        )
+    )
+    url = f"http://127.0.0.1:{port}/api/v4/version"
+    async with aiohttp.ClientSession(headers={"PRIVATE-TOKEN": "t"}) as session:
+        for _ in range(100):
+            try:
+                async with session.get(url) as r:
+                    assert r.status == 200
+                    break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.02)
+        else:
+            pytest.fail("simulator did not start")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    out = capsys.readouterr().out
+    assert f"http://127.0.0.1:{port}" in out and "token: t" in out

@@ -540,8 +540,46 @@ class GitLabSimulator:
         render: Callable[[T], Any],
         **kwargs: Any,
     ) -> web.Response:
-        chunk, headers = self._page(request, items, **kwargs)
+        if request.query.get("pagination") == "keyset" and kwargs.get("max_offset"):
+            chunk, headers = self._keyset_page(request, items)
+        else:
+            chunk, headers = self._page(request, items, **kwargs)
         return _json([render(x) for x in chunk], headers=headers)
+
+    def _keyset_page(
+        self, request: web.Request, items: Sequence[T]
+    ) -> tuple[list[T], dict[str, str]]:
+        """``pagination=keyset&order_by=id&sort=asc|desc``: only ``Link rel="next"``."""
+        if request.query.get("order_by", "id") != "id":
+            raise _HTTPError(
+                405, {"error": "Keyset pagination is not yet available for this type of request"}
+            )
+        sort = request.query.get("sort", "desc")
+        if sort not in ("asc", "desc"):
+            raise _bad_param("sort")
+        per_page = _int_param(request, "per_page", 20)
+        per_page = 20 if per_page < 1 else min(per_page, 100)
+        after = _int_param(request, "id_after", 0) if "id_after" in request.query else None
+        before = _int_param(request, "id_before", 0) if "id_before" in request.query else None
+
+        def ident(item: T) -> int:
+            value: int = getattr(item, "id")  # noqa: B009
+            return value
+
+        ordered = sorted(items, key=ident, reverse=sort == "desc")
+        selected = [
+            x
+            for x in ordered
+            if (after is None or ident(x) > after) and (before is None or ident(x) < before)
+        ]
+        chunk = selected[:per_page]
+        headers = {"X-Per-Page": str(per_page)}
+        if len(selected) > per_page:
+            query = {k: v for k, v in request.query.items() if k not in ("id_after", "id_before")}
+            query["per_page"] = str(per_page)
+            query["id_after" if sort == "asc" else "id_before"] = str(ident(chunk[-1]))
+            headers["Link"] = f'<{request.url.with_query(query)}>; rel="next"'
+        return chunk, headers
 
     # ------------------------------------------------------------------ lookups
     def _find_user(self, ident: str) -> User:
@@ -826,6 +864,14 @@ class GitLabSimulator:
             commits = [
                 c for c in self.org.commits_between(project.id, since, until) if c.branch == ref
             ]
+        author = request.query.get("author")
+        if author:
+            # like git log --author: a case-sensitive pattern over "Name <email>"
+            try:
+                pattern = re.compile(author)
+            except re.error:
+                raise _bad_param("author") from None
+            commits = [c for c in commits if pattern.search(f"{c.author_name} <{c.author_email}>")]
         chunk, headers = self._page(request, commits, commits=True)
         if all_refs:
             chunk.reverse()  # with all=true each page is oldest-first
