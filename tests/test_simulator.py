@@ -358,6 +358,19 @@ def test_generator_guarantees() -> None:
         assert t[u.username].commits == len(shas), u.username
     # shared projects, push-only and contributed-only discovery exist
     assert sum(x.projects["active"] for x in t.values()) > len(t)
+    # some projects are reachable only through push events, some only as contributed
+    push_only = contributed_only = 0
+    for u in org.users.values():
+        contributed = set(org.contributed.get(u.id, []))
+        pushed = {
+            e.project_id
+            for e in org.events.get(u.id, [])
+            if e.action == "pushed" and start <= e.created_at < NOW
+        }
+        personal = set(org.personal_project_ids(u.id))
+        push_only += len(pushed - contributed - personal)
+        contributed_only += len(contributed - pushed - personal)
+    assert push_only > 5 and contributed_only > 5
 
 
 def test_generator_scales() -> None:
@@ -466,7 +479,11 @@ async def test_commits_pages_full_then_empty_and_no_totals(
         body = await r.json()
         assert len(body) == size
         shas += [c["id"] for c in body]
+        dates = [c["committed_date"] for c in body]
+        assert dates == sorted(dates)  # with all=true each page is oldest-first
     assert len(set(shas)) == 3
+    # while pages go newest to oldest: a2 (the newest) ends page 1
+    assert shas[1].startswith("a2")
     for page, size, nxt in ((1, 3, "2"), (2, 0, "")):
         r = await client.get(
             "/api/v4/projects/101/repository/commits",
