@@ -9,10 +9,12 @@ What every generated organisation guarantees (``now`` and ``lookback_days`` as g
   event ``created_at`` is at least two hours away from the window start
   (``now - lookback_days``) and from ``now``, so a scan that runs a little later sees the
   same truth;
-* every project holding in-window commits of a user who contributes to it is in that
-  user's project set (personal, ``contributed_projects``, or an in-window push event);
-  some projects are reachable only through push events, some only through
-  ``contributed_projects``;
+* every project a user contributes in-window commits to is in that user's project set
+  (personal, ``contributed_projects``, or an in-window push event), so each of a user's
+  in-window SHAs is found by the exporter (a fork also carries its upstream's history:
+  other contributors find those SHAs through the upstream); some projects are reachable
+  only through push events, some only through ``contributed_projects``; the GitLab bot
+  user (``renovate-bot``, orgs of 8+ users) has matching commits but no projects;
 * all the identity cases of DESIGN section 6: public email (sometimes in another letter
   case), both no-reply forms, configured-only emails (``User.extra_emails``), author
   names equal to the display name or username in another case or with spaces, an
