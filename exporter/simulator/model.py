@@ -168,8 +168,11 @@ class Org:
         self.reindex()
 
     # ----------------------------------------------------------------- indexes
-    def reindex(self) -> None:
-        """Rebuild every lookup index; call after changing the containers directly."""
+    def reindex(self, *, commits: bool = True) -> None:
+        """Rebuild every lookup index; call after changing the containers directly.
+
+        ``commits=False`` keeps the commit order and indexes (the costly part).
+        """
         self._by_username: dict[str, User] = {u.username.casefold(): u for u in self.users.values()}
         self._project_by_path: dict[str, Project] = {
             p.path_with_namespace.casefold(): p for p in self.projects.values()
@@ -187,10 +190,11 @@ class Org:
                     self._personal.setdefault(owner.id, []).append(p.id)
             else:
                 self._group_projects.setdefault(ns.id, []).append(p.id)
-        self._commit_keys: dict[int, list[float]] = {}
-        self._default_branch_commits: dict[int, list[Commit]] = {}
-        for pid in list(self.commits):
-            self._sort_commits(pid)
+        if commits or not hasattr(self, "_commit_keys"):
+            self._commit_keys: dict[int, list[float]] = {}
+            self._default_branch_commits: dict[int, list[Commit]] = {}
+            for pid in list(self.commits):
+                self._sort_commits(pid)
         for evs in self.events.values():
             evs.sort(key=lambda e: (e.created_at, e.id), reverse=True)
         self._mrs_by_author: dict[str, list[MergeRequest]] = {}
@@ -297,7 +301,7 @@ class Org:
         key = user.username.casefold()
         self.merge_requests = [m for m in self.merge_requests if m.author.casefold() != key]
         self.issues = [i for i in self.issues if i.author.casefold() != key]
-        self.reindex()
+        self.reindex(commits=False)
         return user
 
     def add_commits(self, project_id: int, commits: Iterable[Commit]) -> None:
