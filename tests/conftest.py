@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from exporter.simulator.server import SimulatorServer
 
 from exporter.config import Config, parse_config
 from exporter.simulator.generate import generate_org
 from exporter.simulator.model import Org
+from exporter.simulator.server import SimulatorServer
 
 TOKEN = "glpat-test-0123456789abcdef"
 HOST = "127.0.0.1"

@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from exporter.simulator.server import SimulatorServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator.model import Org
+from exporter.simulator.server import SimulatorServer
 from exporter.simulator.truth import expected_activity
 from tests.conftest import TOKEN, config_document
 

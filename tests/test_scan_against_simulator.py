@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 
 import pytest
-from exporter.simulator.server import FaultRule, SimulatorServer
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
@@ -16,6 +15,7 @@ from exporter.config import Config
 from exporter.logs import configure_logging, register_secret
 from exporter.service import ExporterService
 from exporter.simulator.model import Org
+from exporter.simulator.server import FaultRule, SimulatorServer
 from exporter.simulator.truth import ExpectedUser, expected_activity
 from exporter.snapshot import Snapshot
 from tests.conftest import TOKEN, make_config
