@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.collectors import build_registry
@@ -162,9 +163,18 @@ async def _serve_until_signal(
         await runner.cleanup()
 
 
-def _exporter_app(service: ExporterService) -> web.Application:
-    registry = build_registry(lambda: service.snapshot, version=__version__)
+def _service_registry(service: ExporterService) -> CollectorRegistry:
+    registry = build_registry(
+        lambda: service.snapshot,
+        version=__version__,
+        interval_seconds=service.config.scan.interval_seconds,
+    )
     service.attach_metrics(registry)
+    return registry
+
+
+def _exporter_app(service: ExporterService) -> web.Application:
+    registry = _service_registry(service)
     app = make_app(
         registry=registry,
         source=lambda: service.snapshot,
@@ -185,8 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _scan(config: Config, output: str) -> tuple[str, bool]:
     service = ExporterService(config)
-    registry = build_registry(lambda: service.snapshot, version=__version__)
-    service.attach_metrics(registry)
+    registry = _service_registry(service)
     async with service:
         snapshot = await service.scan_once()
     summary = snapshot.last_scan

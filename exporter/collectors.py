@@ -23,7 +23,9 @@ __all__ = [
     "LastScanDurationCollector",
     "LastScanSuccessCollector",
     "LastScanUsersCollector",
+    "ScanIntervalCollector",
     "ScansTotalCollector",
+    "ShardInfoCollector",
     "SnapshotCollector",
     "TeamMemberInfoCollector",
     "UserCommitsCollector",
@@ -223,6 +225,41 @@ class BuildInfoCollector(Collector):
         return [family]
 
 
+class ScanIntervalCollector(Collector):
+    """Constant ``gitlab_activity_scan_interval_seconds``: the configured scan interval,
+    so alert rules can compare scan age and duration with it instead of a fixed number."""
+
+    def __init__(self, interval_seconds: float) -> None:
+        self._interval = interval_seconds
+
+    def collect(self) -> Iterable[Metric]:
+        return [
+            GaugeMetricFamily(
+                PREFIX + "scan_interval_seconds",
+                "Configured interval between the starts of two scans.",
+                value=self._interval,
+            )
+        ]
+
+
+class ShardInfoCollector(Collector):
+    """Constant ``gitlab_activity_shard_info{index,count} 1``."""
+
+    def __init__(self, index: int, count: int) -> None:
+        self._index = index
+        self._count = count
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "shard_info",
+            "Always 1; index and count of the share of users this instance scans "
+            "(index 0, count 1 when not sharded).",
+            labels=["index", "count"],
+        )
+        family.add_metric([str(self._index), str(self._count)], 1)
+        return [family]
+
+
 SNAPSHOT_COLLECTORS: tuple[type[SnapshotCollector], ...] = (
     UserCommitsCollector,
     UserPeriodCommitsCollector,
@@ -238,14 +275,25 @@ SNAPSHOT_COLLECTORS: tuple[type[SnapshotCollector], ...] = (
 )
 
 
-def build_registry(source: SnapshotSource, *, version: str) -> CollectorRegistry:
+def build_registry(
+    source: SnapshotSource,
+    *,
+    version: str,
+    interval_seconds: float | None = None,
+    shard: tuple[int, int] | None = None,
+) -> CollectorRegistry:
     """A private registry with every snapshot collector and the build info registered.
 
     ``source`` returns the current snapshot; it is called once per collector per scrape,
     so it must be cheap (typically returning an attribute of the service).
+    ``interval_seconds`` and ``shard`` (index, count) add their constant gauges.
     """
     registry = CollectorRegistry(auto_describe=False)
     for collector_type in SNAPSHOT_COLLECTORS:
         registry.register(collector_type(source))
     registry.register(BuildInfoCollector(version))
+    if interval_seconds is not None:
+        registry.register(ScanIntervalCollector(interval_seconds))
+    if shard is not None:
+        registry.register(ShardInfoCollector(*shard))
     return registry

@@ -207,6 +207,7 @@ async def test_serve_metrics_ready_and_clean_exit(tmp_path: Path, org: Org, sim:
         text = await wait_for(f"http://127.0.0.1:{port}/metrics")
         assert samples(text, "gitlab_activity_user_commits")
         assert samples(text, "gitlab_activity_api_requests_total")
+        assert samples(text, "gitlab_activity_scan_interval_seconds") == {(): 300.0}
     finally:
         code, seconds, err = await stop(proc, sig)
     assert code == 0, err

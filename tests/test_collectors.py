@@ -220,3 +220,13 @@ def test_promtool_check_metrics(snap: Snapshot) -> None:
     )
     assert result.stdout.decode() + result.stderr.decode() == ""
     assert result.returncode == 0
+
+
+def test_scan_interval_and_shard_info_when_given() -> None:
+    snap = make_snapshot()
+    registry = build_registry(lambda: snap, version="v", interval_seconds=120.0, shard=(2, 5))
+    assert value(registry, "gitlab_activity_scan_interval_seconds") == 120.0
+    assert value(registry, "gitlab_activity_shard_info", index="2", count="5") == 1
+    bare = build_registry(lambda: snap, version="v")
+    assert value(bare, "gitlab_activity_scan_interval_seconds") is None
+    assert value(bare, "gitlab_activity_shard_info", index="0", count="1") is None
