@@ -1,0 +1,272 @@
+"""End to end against a real Prometheus server.
+
+The GitLab simulator, the exporter's ``serve`` command as a subprocess (3 s interval)
+and the Debian ``prometheus`` binary (1 s scrape and rule evaluation) loading the
+rules file. Then every query of every Grafana panel returns data, the recording rules
+produce data, and with GitLab rejecting every request the user scan failure alert
+fires. Skipped without the ``prometheus`` binary, except when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.simulator.faults import FaultRule
+from exporter.simulator.generate import generate_org
+from exporter.simulator.server import RateLimits
+from tests.conftest import HOST, TOKEN, config_document
+from tests.tools import SimulatorThread, free_port, http_get, require_program, wait_http
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "deploy" / "prometheus" / "gitlab-activity.rules.yml"
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+JOB = "gitlab-activity-exporter"
+INTERVAL_SECONDS = 3
+# What Grafana would put in for a 1 s scrape interval, generously: a rate needs two samples.
+GRAFANA_MACROS = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "5m"}
+
+
+def fast_rules(text: str) -> str:
+    """The rules file with alert windows shrunk to fit a test: every ``for:`` 2 s, every
+    range 20 s. Nothing else changes (the test checks the recording rules are equal)."""
+    text = re.sub(r"(?m)^(\s+for:) \S+$", r"\1 2s", text)
+    return re.sub(r"\[\d+[smhd]\]", "[20s]", text)
+
+
+@dataclass
+class Stack:
+    sim: SimulatorThread
+    prometheus: str  # base URL
+    exporter: str
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        code, body = http_get(url)
+        if code != 200:  # a broken query: fail at once, not after retries
+            raise RuntimeError(f"{expr}: HTTP {code} {body}")
+        result: list[dict[str, Any]] = json.loads(body)["data"]["result"]
+        return result
+
+    def series(self, selector: str) -> list[dict[str, str]]:
+        start = time.time() - 300
+        params = urllib.parse.urlencode({"match[]": selector, "start": str(start)})
+        code, body = http_get(f"{self.prometheus}/api/v1/series?{params}")
+        assert code == 200, f"{selector}: HTTP {code} {body}"
+        found: list[dict[str, str]] = json.loads(body)["data"]
+        return found
+
+    def alerts(self) -> list[dict[str, Any]]:
+        code, body = http_get(f"{self.prometheus}/api/v1/alerts")
+        assert code == 200, body
+        alerts: list[dict[str, Any]] = json.loads(body)["data"]["alerts"]
+        return alerts
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus_bin = require_program("prometheus")
+    tmp = tmp_path_factory.mktemp("e2e")
+    org = generate_org(11, users=20, projects=60, host=HOST)
+    document = config_document(org, "http://placeholder", interval_seconds=INTERVAL_SECONDS)
+    document["gitlab"]["max_retries"] = 6
+    # rate-limit headers on every answer (headroom panel); far above what the test sends
+    with SimulatorThread(org, token=TOKEN, limits=RateLimits(general=(1_000_000, 60.0))) as sim:
+        assert sim.server is not None
+        # a few proxy errors, so retries and 5xx codes exist as they do in real life
+        sim.server.faults.random_kinds = ("502_html",)
+        sim.server.faults.fault_rate = 0.02
+        document["gitlab"]["url"] = sim.url
+        config = tmp / "config.yml"
+        config.write_text(yaml.safe_dump(document))
+        exporter_port = free_port()
+        exporter_log = (tmp / "exporter.log").open("w")
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "serve", "--config.file", str(config),
+             "--web.listen-address", f"127.0.0.1:{exporter_port}"],
+            stdout=exporter_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        rules = tmp / "rules.yml"
+        rules.write_text(fast_rules(RULES.read_text()))
+        prometheus_config = tmp / "prometheus.yml"
+        prometheus_config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(rules)],
+                    "scrape_configs": [
+                        {
+                            "job_name": JOB,
+                            "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
+                        }
+                    ],
+                }
+            )
+        )
+        prometheus_port = free_port()
+        prometheus_log = (tmp / "prometheus.log").open("w")
+        prometheus = subprocess.Popen(
+            [prometheus_bin, f"--config.file={prometheus_config}",
+             f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{prometheus_port}"],
+            stdout=prometheus_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{prometheus_port}"
+            wait_http(f"{base}/-/ready", timeout=30)
+            wait_http(f"http://127.0.0.1:{exporter_port}/-/ready", timeout=30)
+            yield Stack(sim=sim, prometheus=base, exporter=f"http://127.0.0.1:{exporter_port}")
+        finally:
+            for proc in (prometheus, exporter):
+                proc.terminate()
+            for proc in (prometheus, exporter):
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            exporter_log.close()
+            prometheus_log.close()
+
+
+def eventually(check: Any, *, timeout: float = 30.0, every: float = 0.5) -> Any:
+    """Retry ``check`` until it stops raising AssertionError, for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(every)
+
+
+def regex_of(values: list[str]) -> str:
+    """How Grafana fills a multi-value variable into a Prometheus regex: regex-escaped,
+    the backslashes escaped again for the PromQL string literal."""
+    return "(" + "|".join(re.escape(v).replace("\\", "\\\\") for v in values) + ")"
+
+
+def fill(expr: str, variables: dict[str, str]) -> str:
+    for name, value in {**GRAFANA_MACROS, **variables}.items():
+        expr = expr.replace("${" + name.lstrip("$") + "}", value).replace(name, value)
+    assert "$" not in expr, f"unfilled variable in {expr}"
+    return expr
+
+
+def resolve_variables(stack: Stack, dashboard: dict[str, Any], *, first_only: bool) -> dict[str, str]:
+    """Every variable of ``dashboard`` from Prometheus, as Grafana would: ``label_values``
+    queries in order, each filled with the variables before it. All values (the
+    dashboards' default) or only the first one."""
+    values: dict[str, str] = {}
+    for variable in dashboard["templating"]["list"]:
+        name = "$" + variable["name"]
+        if variable["type"] == "datasource":
+            values[name] = "prometheus"
+            continue
+        query = fill(variable["query"]["query"], values)
+        match = re.fullmatch(r"label_values\((.+), *(\w+)\)", query)
+        assert match, query
+        selector, label = match.groups()
+        found = sorted({s[label] for s in stack.series(selector) if label in s})
+        assert found, f"variable {name}: {query} has no values"
+        values[name] = regex_of(found[:1] if first_only else found)
+    return values
+
+
+def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for panel in dashboard["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            for target in inner.get("targets", []):
+                out.append((inner["title"], target["expr"]))
+    return out
+
+
+@pytest.mark.parametrize("first_only", [False, True], ids=["all-values", "one-value"])
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_query_returns_data(stack: Stack, path: Path, first_only: bool) -> None:
+    dashboard = json.loads(path.read_text())
+    queries = panel_queries(dashboard)
+    assert queries
+
+    def check() -> None:
+        variables = resolve_variables(stack, dashboard, first_only=first_only)
+        empty = [
+            f"{title}: {fill(expr, variables)}"
+            for title, expr in queries
+            if not stack.query(fill(expr, variables))
+        ]
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+
+    eventually(check, timeout=40)
+
+
+def test_recording_rules_produce_data(stack: Stack) -> None:
+    original = yaml.safe_load(RULES.read_text())
+    fast = yaml.safe_load(fast_rules(RULES.read_text()))
+    records = [r for g in original["groups"] for r in g["rules"] if "record" in r]
+    assert records == [r for g in fast["groups"] for r in g["rules"] if "record" in r]
+    assert records
+
+    def check() -> None:
+        for rule in records:
+            result = stack.query(rule["record"])
+            assert result, f"{rule['record']} has no data"
+            assert all("team" in r["metric"] for r in result)
+
+    eventually(check)
+    # the recorded team sums equal the sums of the members' own series
+    commits = {r["metric"]["team"]: float(r["value"][1]) for r in stack.query("team:gitlab_activity_commits:sum")}
+    for team, total in commits.items():
+        members = {r["metric"]["user"] for r in stack.query(f'gitlab_activity_team_member_info{{team="{team}"}}')}
+        users = {r["metric"]["user"]: float(r["value"][1]) for r in stack.query("gitlab_activity_user_commits")}
+        assert total == sum(users[m] for m in members), team
+
+
+def test_no_scan_alert_fires_while_healthy(stack: Stack) -> None:
+    stack.query("up")  # the stack is up
+    time.sleep(3)  # several evaluations with 2 s `for:`
+    firing = {a["labels"]["alertname"] for a in stack.alerts() if a["state"] == "firing"}
+    quiet = {
+        "GitLabActivityExporterDown",
+        "GitLabActivityScanStale",
+        "GitLabActivityUserScanFailing",
+        "GitLabActivityScanSlowerThanInterval",
+    }
+    assert not firing & quiet, firing
+
+
+def test_user_scan_failure_alert_fires_when_gitlab_rejects_the_token(stack: Stack) -> None:
+    # runs last in this module: afterwards GitLab rejects every request
+    assert stack.sim.server is not None
+    stack.sim.call(stack.sim.server.faults.add, FaultRule(".*", "401"))
+    began = time.monotonic()
+
+    def firing() -> list[dict[str, Any]]:
+        found = [
+            a for a in stack.alerts()
+            if a["labels"]["alertname"] == "GitLabActivityUserScanFailing" and a["state"] == "firing"
+        ]  # fmt: skip
+        assert found, "GitLabActivityUserScanFailing not firing yet"
+        return found
+
+    alerts = eventually(firing, timeout=40)
+    assert {a["labels"]["reason"] for a in alerts} == {"unauthorized"}
+    assert alerts[0]["labels"]["severity"] == "warning"
+    assert alerts[0]["annotations"]["summary"].startswith("User ")
+    users = {r["metric"]["user"] for r in stack.query("gitlab_activity_user_up")}
+    assert {a["labels"]["user"] for a in alerts} <= users
+    print(f"alert firing {time.monotonic() - began:.1f} s after GitLab started failing")
