@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -25,6 +26,7 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.logs import configure_logging, register_secret
 from exporter.output import render
 from exporter.service import ExporterService
+from exporter.sharding import Shard, ordinal_from_hostname
 from exporter.web import make_app
 
 log = structlog.get_logger("exporter.cli")
@@ -76,6 +78,29 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"address for /metrics and the landing page (default: {DEFAULT_LISTEN})",
     )
 
+    shard_flags = argparse.ArgumentParser(add_help=False)
+    shard_flags.add_argument(
+        "--shard.index",
+        dest="shard_index",
+        type=int,
+        default=None,
+        help="this instance's shard, 0 .. count-1 (default 0)",
+    )
+    shard_flags.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=int,
+        default=1,
+        help="number of shards the users are split into (default 1: no sharding)",
+    )
+    shard_flags.add_argument(
+        "--shard.from-hostname",
+        dest="shard_from_hostname",
+        action="store_true",
+        help="take the shard index from the trailing ordinal of the host name "
+        "(a StatefulSet pod name such as exporter-2; $HOSTNAME, else the system's)",
+    )
+
     parser = argparse.ArgumentParser(
         prog="gitlab-activity-exporter",
         description="Prometheus exporter for per-user GitLab activity.",
@@ -84,10 +109,14 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
-        "serve", parents=[common, config_flag, listen_flag], help="run the exporter (default)"
+        "serve",
+        parents=[common, config_flag, listen_flag, shard_flags],
+        help="run the exporter (default)",
     )
     scan = commands.add_parser(
-        "scan", parents=[common, config_flag], help="scan once, print the result, exit"
+        "scan",
+        parents=[common, config_flag, shard_flags],
+        help="scan once, print the result, exit",
     )
     scan.add_argument(
         "--output", default="table", choices=("table", "json", "csv", "prometheus")
@@ -121,6 +150,27 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
     if not any(a in COMMANDS for a in args):
         args.insert(0, "serve")
     return args
+
+
+def shard_from_args(args: argparse.Namespace) -> Shard:
+    """The shard from ``--shard.*`` flags; :class:`UsageError` when they do not fit."""
+    count: int = args.shard_count
+    if count < 1:
+        raise UsageError(f"--shard.count must be at least 1, not {count}")
+    if args.shard_from_hostname:
+        if args.shard_index is not None:
+            raise UsageError("give --shard.index or --shard.from-hostname, not both")
+        hostname = os.environ.get("HOSTNAME") or socket.gethostname()
+        try:
+            index = ordinal_from_hostname(hostname)
+        except ValueError as exc:
+            raise UsageError(f"--shard.from-hostname: {exc}") from None
+    else:
+        index = 0 if args.shard_index is None else args.shard_index
+    try:
+        return Shard(index, count)
+    except ValueError as exc:
+        raise UsageError(f"{exc}; check --shard.index/--shard.count") from None
 
 
 def _load(path: str) -> Config:
@@ -168,6 +218,7 @@ def _service_registry(service: ExporterService) -> CollectorRegistry:
         lambda: service.snapshot,
         version=__version__,
         interval_seconds=service.config.scan.interval_seconds,
+        shard=(service.shard.index, service.shard.count),
     )
     service.attach_metrics(registry)
     return registry
@@ -186,15 +237,16 @@ def _exporter_app(service: ExporterService) -> web.Application:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    shard = shard_from_args(args)
     config = _load(args.config_file)
     host, port = parse_listen(args.listen)
-    service = ExporterService(config)
+    service = ExporterService(config, shard=shard)
     asyncio.run(_serve_until_signal(_exporter_app(service), host, port))
     return EXIT_OK
 
 
-async def _scan(config: Config, output: str) -> tuple[str, bool]:
-    service = ExporterService(config)
+async def _scan(config: Config, output: str, shard: Shard) -> tuple[str, bool]:
+    service = ExporterService(config, shard=shard)
     registry = _service_registry(service)
     async with service:
         snapshot = await service.scan_once()
@@ -206,8 +258,9 @@ async def _scan(config: Config, output: str) -> tuple[str, bool]:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    shard = shard_from_args(args)
     config = _load(args.config_file)
-    text, ok = asyncio.run(_scan(config, args.output))
+    text, ok = asyncio.run(_scan(config, args.output, shard))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if not ok:
         log.error("no user could be scanned")

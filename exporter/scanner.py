@@ -22,6 +22,7 @@ from exporter.gitlab.api import CommitRecord, GitLabApi
 from exporter.gitlab.errors import GitLabError, NotFoundError
 from exporter.matching import Identity
 from exporter.periods import resolve_zone
+from exporter.sharding import Shard
 from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, frozen_map
 
 log = structlog.get_logger("exporter.scanner")
@@ -87,9 +88,11 @@ class Scanner:
         *,
         clock: Callable[[], datetime] = utc_now,
         on_progress: ProgressCallback | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self._api = api
         self._config = config
+        self._shard = shard or Shard()
         self._clock = clock
         self._on_progress = on_progress
         self._zone = resolve_zone(config.scan.timezone)
@@ -103,7 +106,19 @@ class Scanner:
         usernames = distinct(
             [*self._config.standalone_users, *(m for members in teams.values() for m in members)]
         )
-        log.info("scan started", users=len(usernames), teams=len(teams))
+        if self._shard.sharded:
+            # this shard's users only; memberships too, so team sums across shards are exact
+            usernames = tuple(u for u in usernames if self._shard.owns(u))
+            teams = {
+                team: tuple(m for m in members if self._shard.owns(m))
+                for team, members in teams.items()
+            }
+        log.info(
+            "scan started",
+            users=len(usernames),
+            teams=len(teams),
+            shard=f"{self._shard.index}/{self._shard.count}",
+        )
         cache = CommitCache(self._api, window.start)
         progress = _Progress(len(usernames), self._on_progress)
         try:

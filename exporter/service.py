@@ -23,6 +23,7 @@ from exporter.config import Config
 from exporter.gitlab.api import GitLabApi
 from exporter.gitlab.client import ClientMetrics, GitLabClient
 from exporter.scanner import Scanner, utc_now
+from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
 
 log = structlog.get_logger("exporter.service")
@@ -37,8 +38,10 @@ class ExporterService:
         *,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], datetime] = utc_now,
+        shard: Shard | None = None,
     ) -> None:
         self.config = config
+        self.shard = shard or Shard()
         self._registry = registry
         self._clock = clock
         self._snapshot = Snapshot(periods=config.period_table.names)
@@ -92,6 +95,7 @@ class ExporterService:
             self.config,
             clock=self._clock,
             on_progress=self._set_progress,
+            shard=self.shard,
         )
 
     async def stop(self) -> None:
