@@ -96,6 +96,7 @@ def test_health_dashboard_covers_the_exporter() -> None:
         "gitlab_activity_api_requests_total",
         "gitlab_activity_api_retries_total",
         "gitlab_activity_api_ratelimit_remaining",
+        "gitlab_activity_shard_info",
     ):
         assert needed in exprs, needed
 
