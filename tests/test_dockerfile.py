@@ -20,8 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.tools import free_port, http_get
 
-pytestmark = pytest.mark.e2e
-
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 # Directories of the image the replay maps into its own root; every other absolute
@@ -156,6 +154,7 @@ def tree(path: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in path.rglob("*")}
 
 
+@pytest.mark.e2e
 def test_replayed_install_runs_the_entrypoint(tmp_path: Path) -> None:
     replay = Replay(tmp_path / "image")
     for stage in stages():

@@ -79,12 +79,21 @@ def test_invalid_shard(index: int, count: int) -> None:
         (["--shard.index", "0", "--shard.from-hostname", "--shard.count", "2"], "x-0", "not both"),
     ],
 )
-@pytest.mark.parametrize("command", ["scan", "serve"])
 async def test_bad_shard_flags_exit_2(
-    tmp_path: Path, org: Org, command: str, flags: list[str], hostname: str, message: str
+    tmp_path: Path, org: Org, flags: list[str], hostname: str, message: str
 ) -> None:
     config = write_config(tmp_path, config_document(org, "https://gitlab.example.com"))
-    code, _, err = await run(command, "--config.file", str(config), *flags, env={"HOSTNAME": hostname})
+    code, _, err = await run("scan", "--config.file", str(config), *flags, env={"HOSTNAME": hostname})
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+async def test_serve_checks_shard_flags_too(tmp_path: Path, org: Org) -> None:
+    config = write_config(tmp_path, config_document(org, "https://gitlab.example.com"))
+    flags = ["--shard.from-hostname", "--shard.count", "3"]
+    code, _, err = await run("serve", "--config.file", str(config), *flags, env={"HOSTNAME": "worker"})
+    message = "does not end in -<ordinal>"
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], err
