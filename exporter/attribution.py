@@ -23,6 +23,15 @@ class CommitLike(Protocol):
     def authored_date(self) -> datetime: ...
 
 
+class ItemLike(Protocol):
+    """A merge request or an issue."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """The look-back window, half-open: ``start <= authored < end``."""
@@ -89,6 +98,30 @@ def attribute(
             }
         ),
     )
+
+
+MERGE_REQUEST_STATE_ALIASES: Mapping[str, str] = {"locked": "opened"}
+
+
+def count_by_state(
+    items: Iterable[ItemLike],
+    *,
+    window: Window,
+    states: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+) -> Mapping[str, int]:
+    """Items created in the window, counted by current state (every state in ``states``
+    present, zero-filled). ``aliases`` folds other states into those (GitLab's ``locked``
+    merge request is still open); items in any other state are not counted."""
+    counts = dict.fromkeys(states, 0)
+    folded = aliases or {}
+    for item in items:
+        if item.created_at not in window:
+            continue
+        state = folded.get(item.state, item.state)
+        if state in counts:
+            counts[state] += 1
+    return frozen_map(counts)
 
 
 def distinct(values: Iterable[str]) -> tuple[str, ...]:

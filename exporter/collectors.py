@@ -14,7 +14,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.gitlab.errors import FAILURE_REASONS
-from exporter.snapshot import PROJECT_KINDS, Snapshot, UserState
+from exporter.score import TeamTotals, team_members, team_totals, user_score
+from exporter.snapshot import (
+    ISSUE_STATES,
+    MERGE_REQUEST_STATES,
+    PROJECT_KINDS,
+    Snapshot,
+    UserState,
+)
 
 __all__ = [
     "FAILURE_REASONS",
@@ -27,12 +34,19 @@ __all__ = [
     "ScansTotalCollector",
     "ShardInfoCollector",
     "SnapshotCollector",
+    "TeamCommitsCollector",
+    "TeamInfoCollector",
     "TeamMemberInfoCollector",
+    "TeamPeriodCommitsCollector",
+    "TeamScoreCollector",
     "UserCommitsCollector",
+    "UserIssuesCollector",
     "UserLastSuccessCollector",
+    "UserMergeRequestsCollector",
     "UserPeriodCommitsCollector",
     "UserProjectsCollector",
     "UserScanFailuresCollector",
+    "UserScoreCollector",
     "UserUpCollector",
     "build_registry",
 ]
@@ -108,6 +122,99 @@ class UserProjectsCollector(SnapshotCollector):
         yield family
 
 
+class UserMergeRequestsCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_merge_requests",
+            "Merge requests authored by the user and created within the look-back window, "
+            "by current state (a locked merge request counts as opened).",
+            labels=["user", "state"],
+        )
+        for user in _users(snapshot):
+            if user.stats is None:
+                continue
+            for state in MERGE_REQUEST_STATES:
+                family.add_metric([user.username, state], user.stats.merge_requests.get(state, 0))
+        yield family
+
+
+class UserIssuesCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_issues",
+            "Issues authored by the user and created within the look-back window, "
+            "by current state.",
+            labels=["user", "state"],
+        )
+        for user in _users(snapshot):
+            if user.stats is None:
+                continue
+            for state in ISSUE_STATES:
+                family.add_metric([user.username, state], user.stats.issues.get(state, 0))
+        yield family
+
+
+class UserScoreCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "user_score",
+            "Leaderboard score of the user: weighted sum of commits, merged merge requests, "
+            "merge requests and closed issues in the look-back window (weights: score.weights).",
+            labels=["user"],
+        )
+        for user in _users(snapshot):
+            if user.stats is not None:
+                family.add_metric([user.username], user_score(user.stats, snapshot.weights))
+        yield family
+
+
+def _team_totals(snapshot: Snapshot) -> Iterator[tuple[str, TeamTotals]]:
+    """Each team (by name) with the sums over its members that have numbers; teams
+    where no member has numbers yet are left out (no numbers is not zero activity)."""
+    for team in sorted(snapshot.teams):
+        totals = team_totals(team_members(snapshot, team), snapshot.periods, snapshot.weights)
+        if totals.members_counted:
+            yield team, totals
+
+
+class TeamScoreCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "team_score",
+            "Sum of the scores of the team's members (those scanned by this exporter).",
+            labels=["team"],
+        )
+        for team, totals in _team_totals(snapshot):
+            family.add_metric([team], totals.score)
+        yield family
+
+
+class TeamCommitsCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "team_commits",
+            "Sum of the commits of the team's members (those scanned by this exporter); "
+            "a commit by two members counts for each.",
+            labels=["team"],
+        )
+        for team, totals in _team_totals(snapshot):
+            family.add_metric([team], totals.commits)
+        yield family
+
+
+class TeamPeriodCommitsCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "team_period_commits",
+            "Sum of the team's members' commits by local-time period.",
+            labels=["team", "period"],
+        )
+        for team, totals in _team_totals(snapshot):
+            for period in snapshot.periods:
+                family.add_metric([team, period], totals.period_commits.get(period, 0))
+        yield family
+
+
 class UserScanFailuresCollector(SnapshotCollector):
     def families(self, snapshot: Snapshot) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -159,6 +266,18 @@ class TeamMemberInfoCollector(SnapshotCollector):
         for team in sorted(snapshot.teams):
             for member in sorted(set(snapshot.teams[team])):
                 family.add_metric([team, member], 1)
+        yield family
+
+
+class TeamInfoCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "team_info",
+            "1 for each team; project is the team's project name (empty when none is set).",
+            labels=["team", "project"],
+        )
+        for team in sorted(snapshot.teams):
+            family.add_metric([team, snapshot.team_projects.get(team, "")], 1)
         yield family
 
 
@@ -264,10 +383,17 @@ SNAPSHOT_COLLECTORS: tuple[type[SnapshotCollector], ...] = (
     UserCommitsCollector,
     UserPeriodCommitsCollector,
     UserProjectsCollector,
+    UserMergeRequestsCollector,
+    UserIssuesCollector,
+    UserScoreCollector,
     UserScanFailuresCollector,
     UserLastSuccessCollector,
     UserUpCollector,
     TeamMemberInfoCollector,
+    TeamInfoCollector,
+    TeamScoreCollector,
+    TeamCommitsCollector,
+    TeamPeriodCommitsCollector,
     LastScanSuccessCollector,
     LastScanDurationCollector,
     LastScanUsersCollector,

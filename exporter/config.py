@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from exporter.periods import PeriodTable, build_period_table, resolve_zone
+from exporter.score import DEFAULT_WEIGHTS, ScoreWeights
 
 TOKEN_ENV = "GITLAB_TOKEN"
 
@@ -91,6 +92,28 @@ class ScanSettings(_Strict):
         return value
 
 
+class WeightSettings(_Strict):
+    """Points per unit; defaults reproduce the previous tool's leaderboard score."""
+
+    commits: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    merged_merge_requests: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    merge_requests: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    closed_issues: float = Field(default=3.0, ge=0, allow_inf_nan=False)
+
+
+class ScoreSettings(_Strict):
+    weights: WeightSettings = Field(default_factory=WeightSettings)
+
+    def to_weights(self) -> ScoreWeights:
+        w = self.weights
+        return ScoreWeights(
+            commits=w.commits,
+            merged_merge_requests=w.merged_merge_requests,
+            merge_requests=w.merge_requests,
+            closed_issues=w.closed_issues,
+        )
+
+
 class TeamSettings(_Strict):
     name: str = Field(min_length=1)
     members: list[str] = Field(default_factory=list)
@@ -112,6 +135,7 @@ class UserSettings(_Strict):
 class FileSettings(_Strict):
     gitlab: GitLabSettings
     scan: ScanSettings = Field(default_factory=ScanSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
     teams: list[TeamSettings] = Field(default_factory=list)
     teams_file: Path | None = None
     users: list[UserSettings] = Field(default_factory=list)
@@ -136,6 +160,7 @@ class Config:
     extra_emails: Mapping[str, tuple[str, ...]]  # lower-cased username -> emails
     standalone_users: tuple[str, ...]  # from `users:`, scanned even without a team
     period_table: PeriodTable
+    score_weights: ScoreWeights = DEFAULT_WEIGHTS
 
     @property
     def static_usernames(self) -> tuple[str, ...]:
@@ -277,6 +302,7 @@ def parse_config(
         extra_emails=extra,
         standalone_users=tuple(u.username for u in settings.users),
         period_table=build_period_table(settings.scan.periods),
+        score_weights=settings.score.to_weights(),
     )
 
 

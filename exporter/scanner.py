@@ -11,19 +11,34 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from exporter.attribution import ProjectSets, Window, attribute, distinct
+from exporter.attribution import (
+    MERGE_REQUEST_STATE_ALIASES,
+    ProjectSets,
+    Window,
+    attribute,
+    count_by_state,
+    distinct,
+)
 from exporter.config import Config
 from exporter.gitlab.api import CommitRecord, GitLabApi
 from exporter.gitlab.errors import GitLabError, NotFoundError
 from exporter.matching import Identity
 from exporter.periods import resolve_zone
 from exporter.sharding import Shard
-from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, frozen_map
+from exporter.snapshot import (
+    ISSUE_STATES,
+    MERGE_REQUEST_STATES,
+    ScanSummary,
+    Snapshot,
+    UserState,
+    UserStats,
+    frozen_map,
+)
 
 log = structlog.get_logger("exporter.scanner")
 
@@ -180,11 +195,14 @@ class Scanner:
         if ref is None:
             raise NotFoundError(f"user {username!r} not found", endpoint="/users", status=404)
         detail = await self._api.get_user(ref.id)
-        personal, contributed, pushed = await asyncio.gather(
+        personal, contributed, pushed, merge_requests, issues = await asyncio.gather(
             self._api.user_projects(ref.id),
             self._api.contributed_projects(ref.id),
             # `after` excludes the named day: ask from the day before the window starts
             self._api.pushed_project_ids(ref.id, window.start.date() - timedelta(days=1)),
+            # authored by the user (scope=all); filtered to the window again below
+            self._api.merge_requests(ref.username, window.start),
+            self._api.issues(ref.username, window.start),
         )
         projects = ProjectSets(
             personal=frozenset(p.id for p in personal),
@@ -202,13 +220,23 @@ class Scanner:
             public_email=detail.public_email,
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
         )
-        return attribute(
+        stats = attribute(
             identity,
             projects,
             commits,
             window=window,
             zone=self._zone,
             table=self._config.period_table,
+        )
+        return replace(
+            stats,
+            merge_requests=count_by_state(
+                merge_requests,
+                window=window,
+                states=MERGE_REQUEST_STATES,
+                aliases=MERGE_REQUEST_STATE_ALIASES,
+            ),
+            issues=count_by_state(issues, window=window, states=ISSUE_STATES),
         )
 
 
@@ -279,10 +307,12 @@ def _merge(
     return Snapshot(
         users=frozen_map(users),
         teams=frozen_map(teams),
+        team_projects=frozen_map({t.name: t.project or "" for t in config.teams}),
         periods=config.period_table.names,
         last_scan=ScanSummary(
             started=started, finished=finished, users_total=total, users_failed=failed
         ),
         last_complete_scan_end=finished if complete else previous.last_complete_scan_end,
         scans_total=previous.scans_total + 1,
+        weights=config.score_weights,
     )

@@ -44,7 +44,7 @@ class ExporterService:
         self.shard = shard or Shard()
         self._registry = registry
         self._clock = clock
-        self._snapshot = Snapshot(periods=config.period_table.names)
+        self._snapshot = Snapshot(periods=config.period_table.names, weights=config.score_weights)
         self._progress: tuple[int, int] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._scanner: Scanner | None = None

@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
+from exporter.score import DEFAULT_WEIGHTS, ScoreWeights
+
 K = TypeVar("K")
 V = TypeVar("V")
 
 PROJECT_KINDS = ("personal", "contributed", "active")
+MERGE_REQUEST_STATES = ("opened", "merged", "closed")  # GitLab's "locked" counts as opened
+ISSUE_STATES = ("opened", "closed")
 
 
 def frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
@@ -30,6 +34,9 @@ class UserStats:
     commits: int
     period_commits: Mapping[str, int]
     projects: Mapping[str, int]  # keys: PROJECT_KINDS
+    # authored by the user and created in the window, by current state
+    merge_requests: Mapping[str, int] = field(default_factory=frozen_map)  # MERGE_REQUEST_STATES
+    issues: Mapping[str, int] = field(default_factory=frozen_map)  # keys: ISSUE_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +71,12 @@ class ScanSummary:
 class Snapshot:
     users: Mapping[str, UserState] = field(default_factory=frozen_map)
     teams: Mapping[str, tuple[str, ...]] = field(default_factory=frozen_map)  # team -> members
+    team_projects: Mapping[str, str] = field(default_factory=frozen_map)  # team -> project name
     periods: tuple[str, ...] = ()  # every period label, "other" included when the day has gaps
     last_scan: ScanSummary | None = None
     last_complete_scan_end: float | None = None
     scans_total: int = 0
+    weights: ScoreWeights = DEFAULT_WEIGHTS  # how user scores are computed from the stats
 
     @property
     def ready(self) -> bool:

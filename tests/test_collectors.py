@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -12,7 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.collectors import FAILURE_REASONS, build_registry
+from exporter.score import ScoreWeights
 from exporter.snapshot import (
+    ISSUE_STATES,
+    MERGE_REQUEST_STATES,
     PROJECT_KINDS,
     ScanSummary,
     Snapshot,
@@ -24,9 +28,19 @@ from exporter.snapshot import (
 PERIODS = ("morning", "afternoon", "other")
 
 
-def stats(commits: int, periods: dict[str, int], projects: dict[str, int]) -> UserStats:
+def stats(
+    commits: int,
+    periods: dict[str, int],
+    projects: dict[str, int],
+    mrs: dict[str, int] | None = None,
+    issues: dict[str, int] | None = None,
+) -> UserStats:
     return UserStats(
-        commits=commits, period_commits=frozen_map(periods), projects=frozen_map(projects)
+        commits=commits,
+        period_commits=frozen_map(periods),
+        projects=frozen_map(projects),
+        merge_requests=frozen_map(mrs or {}),
+        issues=frozen_map(issues or {}),
     )
 
 
@@ -34,14 +48,18 @@ def make_snapshot() -> Snapshot:
     alice = UserState(
         username="alice",
         stats=stats(
-            12, {"morning": 7, "afternoon": 5}, {"personal": 3, "contributed": 2, "active": 4}
+            12,
+            {"morning": 7, "afternoon": 5},
+            {"personal": 3, "contributed": 2, "active": 4},
+            {"opened": 2, "merged": 3, "closed": 1},
+            {"opened": 4, "closed": 2},
         ),
         last_success=1_700_000_000.0,
     )
     # bob succeeded once, then failed: keeps his last numbers, is down.
     bob = UserState(
         username="bob",
-        stats=stats(4, {"other": 4}, {"personal": 1}),
+        stats=stats(4, {"other": 4}, {"personal": 1}, {"merged": 1}, {"opened": 1}),
         last_success=1_699_990_000.0,
         failures=frozen_map({"timeout": 2, "rate_limited": 1}),
         last_error="timeout",
@@ -55,7 +73,11 @@ def make_snapshot() -> Snapshot:
     )
     return Snapshot(
         users=frozen_map({"alice": alice, "bob": bob, "carol": carol}),
-        teams=frozen_map({"backend": ("alice", "bob"), "platform": ("carol",)}),
+        # alice is in two teams, spelled differently in the second
+        teams=frozen_map(
+            {"backend": ("alice", "bob"), "platform": ("carol",), "web": ("Alice",)}
+        ),
+        team_projects=frozen_map({"backend": "Billing", "web": "Storefront ünicode"}),
         periods=PERIODS,
         last_scan=ScanSummary(
             started=1_700_000_000.0, finished=1_700_000_042.5, users_total=3, users_failed=2
@@ -139,6 +161,57 @@ def test_team_membership(registry: CollectorRegistry) -> None:
     assert value(registry, name, team="platform", user="alice") is None
 
 
+def test_merge_requests_and_issues_by_state(registry: CollectorRegistry) -> None:
+    mrs = "gitlab_activity_user_merge_requests"
+    issues = "gitlab_activity_user_issues"
+    assert MERGE_REQUEST_STATES == ("opened", "merged", "closed")
+    assert ISSUE_STATES == ("opened", "closed")
+    assert [value(registry, mrs, user="alice", state=s) for s in MERGE_REQUEST_STATES] == [2, 3, 1]
+    assert [value(registry, mrs, user="bob", state=s) for s in MERGE_REQUEST_STATES] == [0, 1, 0]
+    assert value(registry, mrs, user="carol", state="opened") is None
+    assert [value(registry, issues, user="alice", state=s) for s in ISSUE_STATES] == [4, 2]
+    assert [value(registry, issues, user="bob", state=s) for s in ISSUE_STATES] == [1, 0]
+    assert value(registry, issues, user="carol", state="closed") is None
+
+
+def test_user_score_default_weights(registry: CollectorRegistry) -> None:
+    name = "gitlab_activity_user_score"
+    # commits*1 + merged*5 + all merge requests*2 + closed issues*3
+    assert value(registry, name, user="alice") == 12 + 3 * 5 + 6 * 2 + 2 * 3  # 45
+    assert value(registry, name, user="bob") == 4 + 1 * 5 + 1 * 2 + 0  # 11: last good numbers
+    assert value(registry, name, user="carol") is None  # never scanned: no score, not zero
+
+
+def test_team_sums_over_members_with_numbers(registry: CollectorRegistry) -> None:
+    assert value(registry, "gitlab_activity_team_score", team="backend") == 45 + 11
+    assert value(registry, "gitlab_activity_team_score", team="web") == 45  # alice counts here too
+    assert value(registry, "gitlab_activity_team_score", team="platform") is None
+    assert value(registry, "gitlab_activity_team_commits", team="backend") == 16
+    assert value(registry, "gitlab_activity_team_commits", team="web") == 12
+    assert value(registry, "gitlab_activity_team_commits", team="platform") is None
+    period = "gitlab_activity_team_period_commits"
+    assert [value(registry, period, team="backend", period=p) for p in PERIODS] == [7, 5, 4]
+    assert [value(registry, period, team="web", period=p) for p in PERIODS] == [7, 5, 0]
+    assert value(registry, period, team="platform", period="morning") is None
+
+
+def test_team_info_with_project(registry: CollectorRegistry) -> None:
+    name = "gitlab_activity_team_info"
+    assert value(registry, name, team="backend", project="Billing") == 1
+    assert value(registry, name, team="web", project="Storefront ünicode") == 1
+    assert value(registry, name, team="platform", project="") == 1
+    assert value(registry, name, team="backend", project="") is None
+
+
+def test_score_uses_the_snapshots_weights() -> None:
+    weights = ScoreWeights(commits=0.5, merged_merge_requests=0, merge_requests=1, closed_issues=10)
+    snap = dataclasses.replace(make_snapshot(), weights=weights)
+    registry = build_registry(lambda: snap, version="v")
+    assert value(registry, "gitlab_activity_user_score", user="alice") == 6 + 0 + 6 + 20
+    assert value(registry, "gitlab_activity_user_score", user="bob") == 2 + 0 + 1 + 0
+    assert value(registry, "gitlab_activity_team_score", team="backend") == 32 + 3
+
+
 def test_scan_families(registry: CollectorRegistry) -> None:
     assert value(registry, "gitlab_activity_last_scan_success_timestamp_seconds") == 1_700_000_042.5
     assert value(registry, "gitlab_activity_last_scan_duration_seconds") == pytest.approx(42.5)
@@ -187,6 +260,13 @@ def test_text_exposition_types_and_help(registry: CollectorRegistry) -> None:
         "gitlab_activity_user_last_success_timestamp_seconds": "gauge",
         "gitlab_activity_user_up": "gauge",
         "gitlab_activity_team_member_info": "gauge",
+        "gitlab_activity_user_merge_requests": "gauge",
+        "gitlab_activity_user_issues": "gauge",
+        "gitlab_activity_user_score": "gauge",
+        "gitlab_activity_team_info": "gauge",
+        "gitlab_activity_team_score": "gauge",
+        "gitlab_activity_team_commits": "gauge",
+        "gitlab_activity_team_period_commits": "gauge",
         "gitlab_activity_last_scan_success_timestamp_seconds": "gauge",
         "gitlab_activity_last_scan_duration_seconds": "gauge",
         "gitlab_activity_last_scan_users": "gauge",
