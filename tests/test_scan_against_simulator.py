@@ -5,20 +5,21 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.collectors import build_registry
-from exporter.config import Config
+from exporter.config import Config, parse_config
 from exporter.logs import configure_logging, register_secret
 from exporter.service import ExporterService
 from exporter.simulator.model import Org
 from exporter.simulator.server import FaultRule, SimulatorServer
 from exporter.simulator.truth import ExpectedUser, expected_activity
 from exporter.snapshot import Snapshot
-from tests.conftest import TOKEN, make_config
+from tests.conftest import TOKEN, config_document, make_config
 
 
 def truth_for(org: Org, config: Config, usernames: list[str]) -> dict[str, ExpectedUser]:
@@ -197,3 +198,114 @@ async def test_token_absent_from_debug_logs(org: Org, sim: SimulatorServer) -> N
     assert re.search(r"unauthorized|401", text)
     assert TOKEN not in text
     assert TOKEN[6:] not in text
+
+
+# --- merge requests, issues and scores (the previous tool's leaderboard) ---------------
+
+# the previous tool's score: commits*1 + merged MRs*5 + all MRs*2 + closed issues*3
+TRUTH_WEIGHTS = {"commits": 1, "merged_merge_requests": 5, "merge_requests": 2, "closed_issues": 3}
+
+
+def truth_score(expected: ExpectedUser, weights: Mapping[str, float]) -> float:
+    return (
+        weights["commits"] * expected.commits
+        + weights["merged_merge_requests"] * expected.merge_requests["merged"]
+        + weights["merge_requests"] * sum(expected.merge_requests.values())
+        + weights["closed_issues"] * expected.issues["closed"]
+    )
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [None, {"commits": 0.5, "merged_merge_requests": 0, "merge_requests": 1, "closed_issues": 7}],
+    ids=["default-weights", "configured-weights"],
+)
+async def test_merge_requests_issues_and_scores_equal_the_truth(
+    org: Org, sim: SimulatorServer, weights: dict[str, float] | None
+) -> None:
+    document = config_document(org, sim.url)
+    if weights is not None:
+        document["score"] = {"weights": weights}
+    config = parse_config(document, env={})
+    registry = build_registry(lambda: snapshot, version=__version__)
+    snapshot = await scan(config, org, registry)
+    users = sorted(snapshot.users)
+    truth = truth_for(org, config, users)
+    assert set(truth) == set(users)
+    used = weights or TRUTH_WEIGHTS
+    for user in users:
+        stats = snapshot.users[user].stats
+        assert stats is not None, user
+        assert dict(stats.merge_requests) == truth[user].merge_requests, user
+        assert dict(stats.issues) == truth[user].issues, user
+        for state, count in truth[user].merge_requests.items():
+            assert registry.get_sample_value(
+                "gitlab_activity_user_merge_requests", {"user": user, "state": state}
+            ) == count, (user, state)
+        for state, count in truth[user].issues.items():
+            assert registry.get_sample_value(
+                "gitlab_activity_user_issues", {"user": user, "state": state}
+            ) == count, (user, state)
+        assert registry.get_sample_value(
+            "gitlab_activity_user_score", {"user": user}
+        ) == pytest.approx(truth_score(truth[user], used)), user
+    # team sums, a user in several teams counting in each
+    members_of = {team: list(members) for team, members in snapshot.teams.items()}
+    multi = [u for u in users if sum(u in m for m in members_of.values()) > 1]
+    assert multi, "the configuration has no user in several teams"
+    for team, members in members_of.items():
+        assert registry.get_sample_value(
+            "gitlab_activity_team_score", {"team": team}
+        ) == pytest.approx(sum(truth_score(truth[m], used) for m in members)), team
+        assert registry.get_sample_value("gitlab_activity_team_commits", {"team": team}) == sum(
+            truth[m].commits for m in members
+        ), team
+        for period in snapshot.periods:
+            assert registry.get_sample_value(
+                "gitlab_activity_team_period_commits", {"team": team, "period": period}
+            ) == sum(truth[m].period_commits[period] for m in members), (team, period)
+        assert registry.get_sample_value(
+            "gitlab_activity_team_info", {"team": team, "project": ""}
+        ) == 1
+    # the organisation is not trivial: every state occurs, and items outside the window
+    # and merge requests only assigned to a user exist (the truth leaves them out)
+    assert all(sum(t.merge_requests[s] for t in truth.values()) for s in ("opened", "merged", "closed"))
+    assert all(sum(t.issues[s] for t in truth.values()) for s in ("opened", "closed"))
+    assert any(mr.state == "locked" for mr in org.merge_requests)
+    assert any(mr.created_at < org.now - timedelta(days=30) for mr in org.merge_requests)
+    assert any(mr.assignee and mr.assignee != mr.author for mr in org.merge_requests)
+
+
+async def test_merge_request_and_issue_requests_one_list_per_user(
+    org: Org, sim: SimulatorServer
+) -> None:
+    config = make_config(org, sim.url)
+    await scan(config, org)
+    for endpoint in ("/merge_requests", "/issues"):
+        first_pages = [
+            e.query for e in sim.log.entries if e.endpoint == endpoint and "page" not in e.query
+        ]
+        assert sorted(q["author_username"] for q in first_pages) == sorted(
+            u.username for u in org.users.values()
+        ), endpoint
+        for query in first_pages:
+            assert query["scope"] == "all"
+            assert query["created_after"] == (org.now - timedelta(days=30)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+
+
+async def test_failing_merge_request_list_fails_the_user_and_keeps_last_good_values(
+    org: Org, sim: SimulatorServer
+) -> None:
+    config = make_config(org, sim.url)
+    service = ExporterService(config, clock=lambda: org.now)
+    async with service:
+        first = await service.scan_once()
+        sim.faults.add(FaultRule(path_pattern=r"^/api/v4/merge_requests$", kind="404"))
+        second = await service.scan_once()
+    assert second.last_scan is not None
+    assert second.last_scan.users_failed == second.last_scan.users_total > 0
+    for user, state in second.users.items():
+        assert state.last_error == "not_found", user
+        assert state.stats == first.users[user].stats, user  # last good values, not zero
