@@ -13,8 +13,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn, TextIO
 
 import structlog
 from aiohttp import web
@@ -25,6 +25,7 @@ from exporter.collectors import build_registry
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import configure_logging, register_secret
 from exporter.output import render
+from exporter.scanner import ProgressCallback
 from exporter.service import ExporterService
 from exporter.sharding import Shard, ordinal_from_hostname
 from exporter.web import make_app
@@ -245,8 +246,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _scan(config: Config, output: str, shard: Shard) -> tuple[str, bool]:
-    service = ExporterService(config, shard=shard)
+@contextlib.contextmanager
+def terminal_progress(
+    stream: TextIO, *, log_level: str, log_format: str
+) -> Iterator[ProgressCallback | None]:
+    """A progress bar on ``stream`` while scanning when it is a terminal, else nothing.
+
+    While the bar is shown, log lines are printed above it instead of through it.
+    """
+    if not stream.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(file=stream)
+    bar = Progress(
+        TextColumn("Scanning users"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("scan", total=None)
+        # rich now routes sys.stderr above the bar: send the logs there too
+        configure_logging(log_level, log_format)
+        try:
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+        finally:
+            configure_logging(log_level, log_format, stream=stream)
+
+
+async def _scan(
+    config: Config, output: str, shard: Shard, on_progress: ProgressCallback | None = None
+) -> tuple[str, bool]:
+    service = ExporterService(config, shard=shard, on_progress=on_progress)
     registry = _service_registry(service)
     async with service:
         snapshot = await service.scan_once()
@@ -260,7 +302,10 @@ async def _scan(config: Config, output: str, shard: Shard) -> tuple[str, bool]:
 def cmd_scan(args: argparse.Namespace) -> int:
     shard = shard_from_args(args)
     config = _load(args.config_file)
-    text, ok = asyncio.run(_scan(config, args.output, shard))
+    with terminal_progress(
+        sys.stderr, log_level=args.log_level, log_format=args.log_format
+    ) as on_progress:
+        text, ok = asyncio.run(_scan(config, args.output, shard, on_progress))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if not ok:
         log.error("no user could be scanned")

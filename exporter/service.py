@@ -22,7 +22,7 @@ from exporter import __version__
 from exporter.config import Config
 from exporter.gitlab.api import GitLabApi
 from exporter.gitlab.client import ClientMetrics, GitLabClient
-from exporter.scanner import Scanner, utc_now
+from exporter.scanner import ProgressCallback, Scanner, utc_now
 from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
 
@@ -39,9 +39,11 @@ class ExporterService:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], datetime] = utc_now,
         shard: Shard | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.config = config
         self.shard = shard or Shard()
+        self._on_progress = on_progress  # also told (users done, users total) during scans
         self._registry = registry
         self._clock = clock
         self._snapshot = Snapshot(periods=config.period_table.names, weights=config.score_weights)
@@ -132,6 +134,8 @@ class ExporterService:
     # --- scanning -----------------------------------------------------------------
     def _set_progress(self, done: int, total: int) -> None:
         self._progress = (done, total)
+        if self._on_progress is not None:
+            self._on_progress(done, total)
 
     async def scan_once(self) -> Snapshot:
         if self._scanner is None:
