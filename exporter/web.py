@@ -14,9 +14,10 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.snapshot import Snapshot
+from exporter.score import NO_TEAM, TeamEntry, format_number, leaderboard
+from exporter.snapshot import Snapshot, UserState
 
-__all__ = ["NAME", "make_app", "render_landing_page"]
+__all__ = ["NAME", "make_app", "render_landing_page", "render_leaderboard_page"]
 
 NAME = "gitlab-activity-exporter"
 MAX_FAILED_LISTED = 20  # the page stays small with thousands of users
@@ -77,12 +78,138 @@ def render_landing_page(
         f"<h1>{title}</h1>"
         f"<p>Version {html.escape(version)}</p>"
         "<ul>"
+        '<li><a href="leaderboard">Leaderboard</a> (<code>/leaderboard</code>)</li>'
         '<li><a href="metrics">Metrics</a> (<code>/metrics</code>)</li>'
         '<li><a href="-/healthy">Health</a> (<code>/-/healthy</code>)</li>'
         '<li><a href="-/ready">Readiness</a> (<code>/-/ready</code>)</li>'
         "</ul>"
         "<h2>Scan</h2>"
         f"{_scan_summary(snapshot, progress)}"
+        "</body></html>\n"
+    )
+
+
+LEADERBOARD_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#1f2328;background:#fff}"
+    "h1{margin:0 0 .2em}p.meta{color:#59636e;margin:.2em 0 1.2em}"
+    "section.team{margin:0 0 1.6em}"
+    "h2{font-size:1.15em;margin:0 0 .4em;display:flex;gap:.6em;align-items:baseline}"
+    "h2 .team-rank{color:#59636e}h2 .project{font-weight:normal;color:#59636e}"
+    "h2 .team-score{margin-left:auto;font-variant-numeric:tabular-nums}"
+    "table{border-collapse:collapse;width:100%;table-layout:fixed;"
+    "font-variant-numeric:tabular-nums}"
+    "th.rank{width:2.5em}th.user{width:12em}th.status{width:22em}"
+    "td.user,td.status{overflow-wrap:anywhere}"
+    "th,td{padding:.3em .6em;border-bottom:1px solid #d1d9e0;text-align:right}"
+    "th{background:#f6f8fa;font-weight:600}"
+    "th.user,td.user,th.status,td.status{text-align:left}"
+    "tr.stale{background:#fff8c5}tr.stale td.status{color:#9a6700;font-weight:600}"
+    "tr.failed{background:#ffebe9}tr.failed td.status{color:#d1242f;font-weight:600}"
+    ".badge{display:inline-block;padding:0 .4em;border-radius:.6em;font-size:.85em;"
+    "border:1px solid currentColor;margin-right:.4em}"
+    "a{color:#0969da}"
+)
+
+
+def _member_status(user: UserState) -> tuple[str, str]:
+    """(row class, status cell HTML): stale users show the reason of the failure."""
+    if user.last_error is None:
+        if user.stats is None:
+            return "pending", "waiting for the first scan"
+        return "ok", "ok"
+    reason = html.escape(user.last_error)
+    detail = html.escape(user.last_error_message or "")
+    if user.stats is None:
+        text = f'<span class="badge">failed</span>{reason}: no numbers yet'
+        return "failed", text + (f" ({detail})" if detail else "")
+    since = f", numbers from {_when(user.last_success)}" if user.last_success else ""
+    text = f'<span class="badge">stale</span>last scan failed: {reason}{html.escape(since)}'
+    return "stale", text + (f" ({detail})" if detail else "")
+
+
+def _team_section(entry: TeamEntry, snapshot: Snapshot) -> str:
+    periods = snapshot.periods
+    head = (
+        '<tr><th class="rank">#</th><th class="user">User</th><th>Score</th><th>Commits</th>'
+        + "".join(f"<th>{html.escape(p)}</th>" for p in periods)
+        + '<th>MRs merged / total</th><th>Issues closed</th><th class="status">Status</th></tr>'
+    )
+    rows: list[str] = []
+    for member in entry.members:
+        user = member.user
+        stats = user.stats
+        row_class, status = _member_status(user)
+        if stats is None:
+            numbers = '<td class="score">-</td>' + "<td>-</td>" * (1 + len(periods) + 2)
+        else:
+            mrs = stats.merge_requests
+            numbers = (
+                f'<td class="score">{format_number(member.score or 0.0)}</td>'
+                f"<td>{stats.commits}</td>"
+                + "".join(f"<td>{stats.period_commits.get(p, 0)}</td>" for p in periods)
+                + f"<td>{mrs.get('merged', 0)} / {sum(mrs.values())}</td>"
+                f"<td>{stats.issues.get('closed', 0)}</td>"
+            )
+        rows.append(
+            f'<tr class="member {row_class}" data-user="{html.escape(user.username)}">'
+            f'<td class="rank">{member.rank}</td>'
+            f'<td class="user">{html.escape(user.username)}</td>'
+            f'{numbers}<td class="status">{status}</td></tr>'
+        )
+    if entry.name == NO_TEAM:
+        title = '<span class="team-name">In no team</span>'
+        score = ""
+    else:
+        title = (
+            f'<span class="team-rank">#{entry.rank}</span>'
+            f'<span class="team-name">{html.escape(entry.name)}</span>'
+        )
+        if entry.project:
+            title += f'<span class="project">{html.escape(entry.project)}</span>'
+        totals = entry.totals
+        score = (
+            f'<span class="team-score">score {format_number(totals.score)}, '
+            f"commits {totals.commits}</span>"
+            if totals.members_counted
+            else '<span class="team-score">no numbers yet</span>'
+        )
+    return (
+        f'<section class="team" data-team="{html.escape(entry.name)}">'
+        f"<h2>{title}{score}</h2>"
+        f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def render_leaderboard_page(snapshot: Snapshot) -> str:
+    """Teams ranked by score with members ranked inside, from ``snapshot``; one
+    self-contained page (inline CSS, no scripts, no external assets)."""
+    w = snapshot.weights
+    formula = (
+        f"score = commits * {format_number(w.commits)}"
+        f" + merged merge requests * {format_number(w.merged_merge_requests)}"
+        f" + merge requests * {format_number(w.merge_requests)}"
+        f" + closed issues * {format_number(w.closed_issues)}"
+    )
+    scan = snapshot.last_scan
+    if scan is None:
+        body = "<p>The first scan is in progress; this page fills in when it ends.</p>"
+        meta = [formula]
+    else:
+        meta = [f"Last scan ended {_when(scan.finished)}.", formula]
+        sections = [_team_section(entry, snapshot) for entry in leaderboard(snapshot)]
+        body = "".join(sections) or "<p>Nobody is configured to be scanned.</p>"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="refresh" content="60">'
+        f"<title>Leaderboard · {html.escape(NAME)}</title>"
+        f"<style>{LEADERBOARD_CSS}</style>"
+        "</head><body>"
+        '<h1>Leaderboard</h1><p class="meta">'
+        + "<br>".join(html.escape(line) for line in meta)
+        + '<br><a href="./">Back to the exporter</a></p>'
+        f"{body}"
         "</body></html>\n"
     )
 
@@ -106,6 +233,10 @@ def make_app(
         )
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
+    async def leaderboard_page(request: web.Request) -> web.Response:
+        page = render_leaderboard_page(source())
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
     async def healthy(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
 
@@ -116,6 +247,7 @@ def make_app(
 
     app = web.Application()
     app.router.add_get("/", landing)
+    app.router.add_get("/leaderboard", leaderboard_page)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
