@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from exporter.config import DEFAULT_PERIODS, ConfigError, load_config, parse_config
+from exporter.score import ScoreWeights
 
 
 def base() -> dict[str, Any]:
@@ -36,6 +37,23 @@ def test_defaults() -> None:
     assert config.scan.periods == DEFAULT_PERIODS
     assert config.period_table.names == ("night", "morning", "afternoon", "evening")
     assert config.static_usernames == ("alice", "Bob")
+
+
+def test_score_weights_default_to_the_previous_tool_and_can_be_set() -> None:
+    assert parse_config(base(), env={}).score_weights == ScoreWeights(
+        commits=1, merged_merge_requests=5, merge_requests=2, closed_issues=3
+    )
+    doc = base()
+    doc["score"] = {"weights": {"commits": 0.5, "closed_issues": 0}}
+    assert parse_config(doc, env={}).score_weights == ScoreWeights(
+        commits=0.5, merged_merge_requests=5, merge_requests=2, closed_issues=0
+    )
+
+
+def test_team_project_key() -> None:
+    doc = base()
+    doc["teams"][0]["project"] = "Billing"
+    assert parse_config(doc, env={}).teams[0].project == "Billing"
 
 
 def test_environment_token_wins_over_the_files_token() -> None:
@@ -90,6 +108,11 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
         ("scan.lookback_days", -1, "scan.lookback_days: Input should be greater than 0"),
         ("teams", [{"name": "empty"}], "teams.0: team 'empty' needs members, a group, or both"),
         ("teams", [{"members": ["a"]}], "teams.0.name: required key is missing"),
+        ("score.weights.commits", -1, "score.weights.commits: Input should be greater than or equal to 0"),
+        ("score.weights.merged_merge_requests", "lots", "score.weights.merged_merge_requests: Input should be a valid number"),
+        ("score.weights.issues", 1, "score.weights.issues: unknown key"),
+        ("score.weighs", {}, "score.weighs: unknown key"),
+        ("score.weights.closed_issues", float("inf"), "score.weights.closed_issues: Input should be a finite number"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: Any, message: str) -> None:
