@@ -159,7 +159,7 @@ def _json(snapshot: Snapshot) -> str:
         "teams": team_docs,
         "scan": scan_doc,
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(document, indent=2) + "\n"
 
 
 def _csv(snapshot: Snapshot) -> str:
