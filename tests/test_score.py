@@ -88,8 +88,8 @@ def snapshot() -> Snapshot:
         # ann and ben tie on score (10 + 2*5 + 2*2 = 24) and commits: by name
         "ben": UserState("ben", stats=stats(10, merged=2), last_success=1.0),
         "ann": UserState("ann", stats=stats(10, merged=2), last_success=1.0),
-        # cid ties on score (6 + 10 + 8) with fewer commits: after them
-        "cid": UserState("cid", stats=stats(6, merged=2, closed_mrs=2), last_success=1.0),
+        # abe ties on score (6 + 10 + 8) with fewer commits: after them
+        "abe": UserState("abe", stats=stats(6, merged=2, closed_mrs=2), last_success=1.0),
         # dee failed last time: last good numbers rank her
         "dee": UserState("dee", stats=stats(50), last_success=1.0, last_error="timeout"),
         # eve never had numbers: last
@@ -100,10 +100,10 @@ def snapshot() -> Snapshot:
         users=frozen_map(users),
         teams=frozen_map(
             {
-                "zeta": ("ben", "ann", "cid", "eve"),  # 24 * 3 = 72
+                "zeta": ("ben", "ann", "abe", "eve"),  # 24 * 3 = 72
                 "alpha": ("DEE",),  # 50, spelled differently
                 "omega": ("eve",),  # nobody with numbers: last
-                "beta": ("ann", "cid"),  # 48: ann in two teams
+                "beta": ("ann", "abe"),  # 48: ann in two teams
             }
         ),
         team_projects=frozen_map({"zeta": "Z"}),
@@ -119,7 +119,7 @@ def test_leaderboard_ranks_teams_and_members_deterministically() -> None:
     zeta = board[0]
     assert zeta.project == "Z" and board[1].project == ""
     assert [(m.rank, m.user.username, m.score) for m in zeta.members] == [
-        (1, "ann", 24), (2, "ben", 24), (3, "cid", 24), (4, "eve", None)
+        (1, "ann", 24), (2, "ben", 24), (3, "abe", 24), (4, "eve", None)
     ]
     assert zeta.totals.score == 72 and zeta.totals.commits == 26
     assert zeta.totals.members_counted == 3
@@ -136,7 +136,7 @@ def test_leaderboard_follows_the_weights() -> None:
     weights = ScoreWeights(commits=10, merged_merge_requests=0, merge_requests=0, closed_issues=0)
     board = leaderboard(replace(snap, weights=weights))
     assert [e.name for e in board][:3] == ["alpha", "zeta", "beta"]  # 500, 260, 160
-    assert [m.user.username for m in board[1].members][:3] == ["ann", "ben", "cid"]
+    assert [m.user.username for m in board[1].members][:3] == ["ann", "ben", "abe"]
 
 
 def test_user_status() -> None:
