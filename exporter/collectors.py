@@ -273,11 +273,13 @@ class TeamInfoCollector(SnapshotCollector):
     def families(self, snapshot: Snapshot) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             PREFIX + "team_info",
-            "1 for each team; project is the team's project name (empty when none is set).",
+            "1 for each team; project is the team's project name (empty when none is set). "
+            "When sharded, one shard reports each team.",
             labels=["team", "project"],
         )
         for team in sorted(snapshot.teams):
-            family.add_metric([team, snapshot.team_projects.get(team, "")], 1)
+            if snapshot.info_teams is None or team in snapshot.info_teams:
+                family.add_metric([team, snapshot.team_projects.get(team, "")], 1)
         yield family
 
 

@@ -144,6 +144,11 @@ class Scanner:
             cache.close()
         finished = time.time()
         snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
+        if self._shard.sharded:
+            # one shard (by the same hash on the team's name) reports each team's info
+            snapshot = replace(
+                snapshot, info_teams=frozenset(t for t in teams if self._shard.owns(t))
+            )
         summary = snapshot.last_scan
         assert summary is not None
         log.info(

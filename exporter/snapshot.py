@@ -72,6 +72,9 @@ class Snapshot:
     users: Mapping[str, UserState] = field(default_factory=frozen_map)
     teams: Mapping[str, tuple[str, ...]] = field(default_factory=frozen_map)  # team -> members
     team_projects: Mapping[str, str] = field(default_factory=frozen_map)  # team -> project name
+    # teams whose gitlab_activity_team_info this instance reports; None: every team. A
+    # sharded instance reports the teams its shard owns, so the series sum across shards.
+    info_teams: frozenset[str] | None = None
     periods: tuple[str, ...] = ()  # every period label, "other" included when the day has gaps
     last_scan: ScanSummary | None = None
     last_complete_scan_end: float | None = None

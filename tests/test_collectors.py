@@ -203,6 +203,17 @@ def test_team_info_with_project(registry: CollectorRegistry) -> None:
     assert value(registry, name, team="backend", project="") is None
 
 
+def test_team_info_only_for_the_teams_this_shard_reports() -> None:
+    snap = dataclasses.replace(make_snapshot(), info_teams=frozenset({"web"}))
+    registry = build_registry(lambda: snap, version="v")
+    name = "gitlab_activity_team_info"
+    assert value(registry, name, team="web", project="Storefront ünicode") == 1
+    assert value(registry, name, team="backend", project="Billing") is None
+    assert value(registry, name, team="platform", project="") is None
+    # the sums still cover this shard's members of every team
+    assert value(registry, "gitlab_activity_team_score", team="backend") == 56
+
+
 def test_score_uses_the_snapshots_weights() -> None:
     weights = ScoreWeights(commits=0.5, merged_merge_requests=0, merge_requests=1, closed_issues=10)
     snap = dataclasses.replace(make_snapshot(), weights=weights)
