@@ -83,6 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     org = generate_org(11, users=20, projects=60, host=HOST)
     document = config_document(org, "http://placeholder", interval_seconds=INTERVAL_SECONDS)
     document["gitlab"]["max_retries"] = 6
+    document["teams"][-1]["project"] = "Billing"  # the team table's project column
     # rate-limit headers on every answer (headroom panel); far above what the test sends
     with SimulatorThread(org, token=TOKEN, limits=RateLimits(general=(1_000_000, 60.0))) as sim:
         assert sim.server is not None

@@ -77,7 +77,14 @@ def test_leaderboard_variables_and_panels() -> None:
     assert "$team" in found["user"]["query"]["query"]
     exprs = " ".join(t["expr"] for p in panels(dashboard) for t in p.get("targets", []))
     for needed in (
-        "team:gitlab_activity_commits:sum",
+        "gitlab_activity_team_commits",
+        "gitlab_activity_team_score",
+        "gitlab_activity_team_period_commits",
+        "gitlab_activity_team_info",
+        "gitlab_activity_user_commits",
+        "gitlab_activity_user_score",
+        "gitlab_activity_user_merge_requests",
+        "gitlab_activity_user_issues",
         "gitlab_activity_user_period_commits",
         "gitlab_activity_user_projects",
         '$team"',
