@@ -237,6 +237,25 @@ def test_recording_rules_produce_data(stack: Stack) -> None:
         assert total == sum(users[m] for m in members), team
 
 
+def test_team_gauges_the_leaderboard_ranks_by_equal_their_members(stack: Stack) -> None:
+    # the leaderboard's team panels sum the team gauges; a member of several teams counts in each
+    def check() -> None:
+        for team_metric, user_metric in (
+            ("gitlab_activity_team_score", "gitlab_activity_user_score"),
+            ("gitlab_activity_team_commits", "gitlab_activity_user_commits"),
+        ):
+            teams = {r["metric"]["team"]: float(r["value"][1]) for r in stack.query(f"sum by (team) ({team_metric})")}
+            users = {r["metric"]["user"]: float(r["value"][1]) for r in stack.query(user_metric)}
+            members = stack.query("gitlab_activity_team_member_info")
+            assert teams and {r["metric"]["team"] for r in members} == set(teams)
+            for team, total in teams.items():
+                assert total == sum(users[r["metric"]["user"]] for r in members if r["metric"]["team"] == team)
+        projects = {r["metric"]["team"]: r["metric"].get("project", "") for r in stack.query("gitlab_activity_team_info")}
+        assert projects["listed"] == "Billing"
+
+    eventually(check)
+
+
 def test_no_scan_alert_fires_while_healthy(stack: Stack) -> None:
     stack.query("up")  # the stack is up
     time.sleep(3)  # several evaluations with 2 s `for:`
