@@ -93,6 +93,17 @@ def test_leaderboard_variables_and_panels() -> None:
         assert needed in exprs, needed
 
 
+def test_leaderboard_sums_team_gauges_across_shards() -> None:
+    # each shard's team gauges hold only its own members: a panel must add the shards up
+    dashboard = load(ROOT / "grafana" / "dashboards" / "gitlab-activity-leaderboard.json")
+    team_gauge = re.compile(r"gitlab_activity_team_(score|commits|period_commits)\b")
+    exprs = [t["expr"] for p in panels(dashboard) for t in p.get("targets", [])]
+    using = [expr for expr in exprs if team_gauge.search(expr)]
+    assert using
+    for expr in using:
+        assert re.search(r"sum by \(team(, period)?\) \(gitlab_activity_team_", expr), expr
+
+
 def test_health_dashboard_covers_the_exporter() -> None:
     dashboard = load(ROOT / "grafana" / "dashboards" / "gitlab-activity-health.json")
     exprs = " ".join(t["expr"] for p in panels(dashboard) for t in p.get("targets", []))
