@@ -54,6 +54,7 @@ class GitLabSettings(_Strict):
     max_concurrency: int = Field(default=16, ge=1, le=256)
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=20)
+    max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     tls_verify: bool = True
 
     @field_validator("url")

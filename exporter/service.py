@@ -90,6 +90,7 @@ class ExporterService:
             max_concurrency=gitlab.max_concurrency,
             timeout_seconds=gitlab.timeout_seconds,
             max_retries=gitlab.max_retries,
+            max_body_bytes=gitlab.max_response_bytes,
             metrics=metrics,
         )
         self._scanner = Scanner(

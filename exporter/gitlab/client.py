@@ -253,7 +253,7 @@ def _describe_body(body: bytes, content_type: str) -> str:
         return "HTML body"
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         first = stripped.decode("utf-8", "replace").splitlines()[0] if stripped else ""
         return _short(first) if first.isprintable() else "unreadable body"
     return _short(_json_message(data)) or "JSON body without a message"
@@ -432,7 +432,7 @@ class GitLabClient:
         if 200 <= status < 300:
             try:
                 return json.loads(response.body), response.next_url
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):  # nesting bomb too
                 raise _Retry(
                     "invalid_body",
                     status,

@@ -24,6 +24,12 @@ FAULT_KINDS: tuple[str, ...] = (
     "401",  # token rejected
     "404",  # not found
     "redirect",  # 302 to ``Faults.redirect_base`` + the same path and query
+    "wrong_shape_object",  # 200 with a JSON object where a list was due (a list for an object)
+    "missing_fields",  # 200 with the identifying fields (ids, names, emails, dates) removed
+    "null_fields",  # 200 with names, usernames and emails set to null
+    "naive_dates",  # 200 with every timestamp stripped of its UTC offset
+    "link_loop",  # 200 whose ``Link: rel="next"`` points back at the same page
+    "huge_body",  # 200 streaming ``Faults.huge_body_bytes`` of JSON, no Content-Length
 )
 
 #: Kinds drawn for random faults (``fault_rate``): what a well-behaved client survives.
@@ -70,6 +76,8 @@ class Faults:
     retry_after: int = 1
     #: sleep of a random ``slow`` fault
     slow_delay: float = 1.0
+    #: size of the ``huge_body`` kind's body
+    huge_body_bytes: int = 64 * 2**20
     seed: int = 0
     rules: list[FaultRule] = field(default_factory=list)
     #: how many faults of each kind were injected

@@ -251,6 +251,56 @@ def _truthy(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
+# --------------------------------------------------------------------------- bad shapes
+_IDENTIFYING = frozenset(
+    {"id", "username", "name", "author_name", "author_email", "authored_date",
+     "project_id", "namespace", "path_with_namespace", "state"}
+)
+_NULLABLE = frozenset({"name", "username", "author_name", "author_email", "path_with_namespace"})
+_NAIVE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)(?:Z|[+-]\d{2}:?\d{2})$")
+
+
+def _map_objects(data: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    if isinstance(data, list):
+        return [_map_objects(item, change) for item in data]
+    if isinstance(data, dict):
+        return change({k: _map_objects(v, change) for k, v in data.items()})
+    return data
+
+
+def _wrong_shape(data: Any) -> Any:
+    if isinstance(data, list):
+        return {"items": data, "message": "not the list you asked for"}
+    return [data]
+
+
+def _missing_fields(data: Any) -> Any:
+    return _map_objects(data, lambda o: {k: v for k, v in o.items() if k not in _IDENTIFYING})
+
+
+def _null_fields(data: Any) -> Any:
+    return _map_objects(data, lambda o: {k: None if k in _NULLABLE else v for k, v in o.items()})
+
+
+def _naive_dates(data: Any) -> Any:
+    def strip(o: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in o.items():
+            match = _NAIVE.match(value) if isinstance(value, str) else None
+            out[key] = match.group(1) if match else value
+        return out
+
+    return _map_objects(data, strip)
+
+
+_BODY_FAULTS: dict[str, Callable[[Any], Any]] = {
+    "wrong_shape_object": _wrong_shape,
+    "missing_fields": _missing_fields,
+    "null_fields": _null_fields,
+    "naive_dates": _naive_dates,
+}
+
+
 # --------------------------------------------------------------------------- the app
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
 
@@ -402,7 +452,39 @@ class GitLabSimulator:
             response.body = body[: max(1, len(body) // 2)]
         elif kind == "reset":
             return await self._reset(request, response)
+        elif kind == "huge_body" and 200 <= response.status < 300:
+            return await self._huge(request, response)
+        elif kind in _BODY_FAULTS and isinstance(response, web.Response) and response.body:
+            data = json.loads(bytes(response.body))  # type: ignore[arg-type]
+            response.body = json.dumps(_BODY_FAULTS[kind](data)).encode()
+        if kind == "link_loop" and 200 <= response.status < 300:
+            # the next page is this very page: a client that follows it never ends
+            link = f'<{request.url}>; rel="next"'
+            response.headers["Link"] = link
+            response.headers["X-Next-Page"] = response.headers.get("X-Page", "1")
         return response
+
+    async def _huge(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """A JSON list of ``faults.huge_body_bytes`` bytes, streamed without a length."""
+        stream = web.StreamResponse(status=response.status)
+        stream.content_type = "application/json"
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        item = b'{"id":1,"padding":"' + b"x" * 4000 + b'"},'
+        size = self.faults.huge_body_bytes
+        try:
+            await stream.write(b"[")
+            sent = 1
+            while sent < size:
+                await stream.write(item)
+                sent += len(item)
+            await stream.write(b'{"id":1}]')
+            await stream.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading, as it should
+        return stream
 
     def _early_fault(self, request: web.Request, kind: str | None) -> web.StreamResponse | None:
         if kind in ("500_html", "502_html", "503_html"):
