@@ -398,3 +398,24 @@ async def test_deeply_nested_json_is_an_api_error_not_a_crash(status: int) -> No
         )
         with pytest.raises(ApiError):
             await client.get_json("/users", endpoint="/users")
+
+
+# --- redirect safety -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target_host", ["127.0.0.2", "127.0.0.1"], ids=["other-host", "other-port"])
+async def test_cross_origin_redirect_never_carries_the_token(
+    campaign_factory: Callable[..., Any], org: Org, target_host: str
+) -> None:
+    c: Campaign = await campaign_factory()
+    async with SimulatorServer(org, token=c.sim.token, host=target_host, port=0) as elsewhere:
+        c.sim.faults.redirect_base = elsewhere.url
+        victim = c.active_user()
+        c.sim.faults.add(FaultRule(rf"^/api/v4/users/{c.user_id(victim)}/projects$", "redirect"))
+        second, _ = await c.scan()
+        assert c.sim.faults.injected.get("redirect", 0) >= 1
+        c.check(second, "api_error", affected={victim})
+        assert "another origin" in (second.users[victim].last_error_message or "")
+        assert elsewhere.credentials == []  # the token never left the configured origin
+        assert len(elsewhere.log) == 0
+    assert c.sim.credentials and set(c.sim.credentials) == {c.sim.token}
