@@ -34,6 +34,8 @@ log = structlog.get_logger("exporter.cli")
 
 DEFAULT_LISTEN = "0.0.0.0:9842"
 SHUTDOWN_GRACE_SECONDS = 3.0
+SHUTDOWN_DEADLINE_SECONDS = 4.5
+"""After the first signal, the process exits by this time even if cleanup hangs."""
 EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("serve", "scan", "check-config", "demo", "simulate")
 
@@ -190,11 +192,22 @@ async def _serve_until_signal(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    def _force_exit(signum: int, reason: str) -> None:
+        log.error(reason, signal=signal.Signals(signum).name)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(128 + signum)
+
     def _signal(signum: int) -> None:
         if stop.is_set():
-            os._exit(128 + signum)
+            _force_exit(signum, "second signal; exiting at once")
         log.info("shutting down", signal=signal.Signals(signum).name)
         stop.set()
+        # a shutdown that hangs must not keep the process alive
+        loop.call_later(
+            SHUTDOWN_DEADLINE_SECONDS, _force_exit, signum, "shutdown took too long; exiting"
+        )
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _signal, signum)

@@ -19,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator.model import Org
-from exporter.simulator.server import SimulatorServer
+from exporter.simulator.server import FaultRule, SimulatorServer
 from exporter.simulator.truth import expected_activity
 from tests.conftest import TOKEN, config_document
 
@@ -182,10 +182,23 @@ async def wait_for(url: str, *, status: int = 200, timeout: float = 30) -> str:
             await asyncio.sleep(0.1)
 
 
-async def start(*args: str) -> asyncio.subprocess.Process:
+async def start(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    # every warning shown (ResourceWarning is hidden by default), so leaks reach stderr
     return await asyncio.create_subprocess_exec(
-        *EXPORTER, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *EXPORTER, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONWARNINGS": "always", **(env or {})},
     )
+
+
+LEAK_SIGNS = ("Unclosed", "unclosed", "Task was destroyed", "ResourceWarning",
+              "Exception ignored", "Traceback", "coroutine was never awaited")
+
+
+def assert_clean_exit(code: int, seconds: float, err: str) -> None:
+    assert code == 0, err
+    assert seconds < 5, f"exit took {seconds:.1f} s"
+    for sign in LEAK_SIGNS:
+        assert sign not in err, err
 
 
 async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> tuple[int, float, str]:
@@ -210,22 +223,98 @@ async def test_serve_metrics_ready_and_clean_exit(tmp_path: Path, org: Org, sim:
         assert samples(text, "gitlab_activity_scan_interval_seconds") == {(): 300.0}
     finally:
         code, seconds, err = await stop(proc, sig)
-    assert code == 0, err
-    assert seconds < 5
-    assert "Unclosed" not in err and "Traceback" not in err
+    assert_clean_exit(code, seconds, err)  # idle: the first scan is done, the next is far
 
 
-async def test_serve_stops_in_the_middle_of_a_scan(tmp_path: Path, org: Org, sim: SimulatorServer) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_stops_in_the_middle_of_a_scan(tmp_path: Path, org: Org, sim: SimulatorServer, sig: int) -> None:
     sim.faults.latency_ms = 300  # a scan now takes far longer than this test waits
     port = free_port()
     config = write_config(tmp_path, config_document(org, sim.url))
     proc = await start("serve", "--config.file", str(config), "--web.listen-address", f"127.0.0.1:{port}")
     await wait_for(f"http://127.0.0.1:{port}/-/ready", status=503)
     await asyncio.sleep(0.5)
-    code, seconds, err = await stop(proc)
-    assert code == 0, err
-    assert seconds < 5
-    assert "Unclosed" not in err and "Traceback" not in err
+    assert len(sim.log) > 0  # requests are in flight
+    code, seconds, err = await stop(proc, sig)
+    assert_clean_exit(code, seconds, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_stops_in_the_middle_of_a_retry_sleep(tmp_path: Path, org: Org, sim: SimulatorServer, sig: int) -> None:
+    # a 503 storm whose Retry-After is far longer than the shutdown may take
+    sim.faults.retry_after_5xx = 60
+    sim.faults.add(FaultRule(r".*", "503_html"))
+    document = config_document(org, sim.url)
+    document["gitlab"]["max_retries"] = 5
+    port = free_port()
+    proc = await start("serve", "--config.file", str(write_config(tmp_path, document)),
+                       "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "debug")
+    await wait_for(f"http://127.0.0.1:{port}/-/ready", status=503)
+    began = time.monotonic()
+    while sim.log.count(status=503) < 1 and time.monotonic() - began < 10:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # the scan is now asleep before its retry (60 s away)
+    assert sim.log.count(status=503) == 1
+    code, seconds, err = await stop(proc, sig)
+    assert "gitlab_retry" in err  # it really was waiting to retry
+    assert_clean_exit(code, seconds, err)
+
+
+HANGING_SHUTDOWN = """
+import asyncio, sys
+from aiohttp import web
+from exporter import cli
+from exporter.logs import configure_logging
+
+cli.SHUTDOWN_DEADLINE_SECONDS = float(sys.argv[2])
+configure_logging("info", "console")
+
+async def stuck(app):
+    yield
+    await asyncio.sleep(3600)  # a cleanup that never ends
+
+app = web.Application()
+app.cleanup_ctx.append(stuck)
+asyncio.run(cli._serve_until_signal(app, "127.0.0.1", int(sys.argv[1]),
+                                    on_started=lambda a: print(a, flush=True)))
+"""
+
+
+async def test_second_signal_exits_at_once_even_when_shutdown_hangs() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HANGING_SHUTDOWN, str(port), "60",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    await asyncio.wait_for(proc.stdout.readline(), 20)
+    proc.send_signal(signal.SIGTERM)
+    with pytest.raises(asyncio.TimeoutError):  # the first signal is stuck in the cleanup
+        await asyncio.wait_for(asyncio.shield(proc.wait()), 0.7)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 5)
+    assert time.monotonic() - began < 0.5
+    assert proc.returncode == 128 + signal.SIGINT
+    err = (await proc.stderr.read()).decode() if proc.stderr else ""
+    assert "second signal" in err
+
+
+async def test_a_hanging_shutdown_is_cut_off_by_the_deadline() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HANGING_SHUTDOWN, str(port), "1.0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    await asyncio.wait_for(proc.stdout.readline(), 20)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 5)
+    assert 0.9 < time.monotonic() - began < 2.5
+    assert proc.returncode == 128 + signal.SIGTERM
+    err = (await proc.stderr.read()).decode() if proc.stderr else ""
+    assert "shutdown took too long" in err
 
 
 async def test_demo_serves_per_user_metrics_quickly() -> None:
@@ -242,5 +331,5 @@ async def test_demo_serves_per_user_metrics_quickly() -> None:
         landing = await wait_for(f"http://127.0.0.1:{port}/")
         assert "metrics" in landing
     finally:
-        code, _, err = await stop(proc)
-    assert code == 0, err
+        code, seconds, err = await stop(proc)
+    assert_clean_exit(code, seconds, err)

@@ -74,6 +74,8 @@ class Faults:
     redirect_base: str = "http://127.0.0.1:9"
     #: Retry-After seconds of the ``429`` kind
     retry_after: int = 1
+    #: when set, the HTML 5xx kinds carry this ``Retry-After`` (a proxy in maintenance)
+    retry_after_5xx: int | None = None
     #: sleep of a random ``slow`` fault
     slow_delay: float = 1.0
     #: size of the ``huge_body`` kind's body

@@ -488,7 +488,10 @@ class GitLabSimulator:
 
     def _early_fault(self, request: web.Request, kind: str | None) -> web.StreamResponse | None:
         if kind in ("500_html", "502_html", "503_html"):
-            return _html_error(int(kind[:3]))
+            response = _html_error(int(kind[:3]))
+            if self.faults.retry_after_5xx is not None:
+                response.headers["Retry-After"] = str(self.faults.retry_after_5xx)
+            return response
         if kind == "429":
             return web.Response(
                 text="Retry later\n",
