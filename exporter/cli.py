@@ -29,6 +29,7 @@ from exporter.scanner import ProgressCallback
 from exporter.service import ExporterService
 from exporter.sharding import Shard, ordinal_from_hostname
 from exporter.web import make_app
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = structlog.get_logger("exporter.cli")
 
@@ -79,6 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="listen",
         default=DEFAULT_LISTEN,
         help=f"address for /metrics and the landing page (default: {DEFAULT_LISTEN})",
+    )
+    listen_flag.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="YAML file enabling TLS and/or basic auth (Prometheus exporter-toolkit format)",
     )
 
     shard_flags = argparse.ArgumentParser(add_help=False)
@@ -186,9 +193,14 @@ def _load(path: str) -> Config:
 
 
 async def _serve_until_signal(
-    app: web.Application, host: str, port: int, on_started: Callable[[str], None] | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    on_started: Callable[[str], None] | None = None,
+    web_config: WebConfig | None = None,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT; a second signal exits at once."""
+    ssl_context = web_config.apply(app) if web_config is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -216,7 +228,7 @@ async def _serve_until_signal(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         address = site.name
         log.info("listening", address=address, version=__version__)
@@ -250,12 +262,19 @@ def _exporter_app(service: ExporterService) -> web.Application:
     return app
 
 
+def _web_config(args: argparse.Namespace) -> WebConfig | None:
+    return load_web_config(args.web_config_file) if args.web_config_file else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     shard = shard_from_args(args)
     config = _load(args.config_file)
     host, port = parse_listen(args.listen)
+    web_config = _web_config(args)
     service = ExporterService(config, shard=shard)
-    asyncio.run(_serve_until_signal(_exporter_app(service), host, port))
+    asyncio.run(
+        _serve_until_signal(_exporter_app(service), host, port, web_config=web_config)
+    )
     return EXIT_OK
 
 
@@ -341,6 +360,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from exporter.demo import run_demo
 
     host, port = parse_listen(args.listen)
+    web_config = _web_config(args)
 
     async def _run() -> None:
         async with run_demo() as config:
@@ -354,6 +374,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f"demo exporter on {address}/metrics (GitLab simulator at {config.gitlab.url})",
                     flush=True,
                 ),
+                web_config=web_config,
             )
 
     asyncio.run(_run())
@@ -417,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return HANDLERS[args.command](args)
     except ConfigError as exc:
         _fail(f"config: {exc}")
+    except WebConfigError as exc:
+        _fail(f"web config: {exc}")
     except UsageError as exc:
         _fail(str(exc))
     except OSError as exc:  # e.g. the listen port is taken
