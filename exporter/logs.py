@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -50,9 +51,10 @@ def register_secret(value: str) -> None:
     global _secrets
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
+    # also as it appears inside URLs (percent-encoded, or form-encoded)
+    forms = {value, quote(value, safe=""), quote_plus(value, safe="")}
     with _lock:
-        if value not in _secrets:
-            _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
+        _secrets = tuple(sorted(set(_secrets) | forms, key=len, reverse=True))
 
 
 def clear_secrets() -> None:

@@ -112,6 +112,7 @@ class Scanner:
         self._on_progress = on_progress
         self._zone = resolve_zone(config.scan.timezone)
         self._host = config.gitlab.host
+        self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
 
     async def scan(self, previous: Snapshot) -> Snapshot:
         started = time.time()
@@ -169,15 +170,21 @@ class Scanner:
                     members.extend(await self._api.group_members(team.group))
                 except GitLabError as exc:
                     kept = previous.teams.get(team.name, ())
-                    log.warning(
-                        "group members unavailable; keeping the last known members",
-                        team=team.name,
-                        group=team.group,
-                        reason=exc.reason,
-                        error=str(exc),
-                        kept=len(kept),
-                    )
+                    # logged when the failure starts (or changes), not on every scan
+                    if self._failing_groups.get(team.name) != exc.reason:
+                        log.warning(
+                            "group members unavailable; keeping the last known members",
+                            team=team.name,
+                            group=team.group,
+                            reason=exc.reason,
+                            error=str(exc),
+                            kept=len(kept),
+                        )
+                    self._failing_groups[team.name] = exc.reason
                     members.extend(kept)
+                else:
+                    if self._failing_groups.pop(team.name, None) is not None:
+                        log.info("group members available again", team=team.name)
             teams[team.name] = distinct(members)
         return teams
 
