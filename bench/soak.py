@@ -184,8 +184,8 @@ def _window(samples: list[Sample], start: float, end: float) -> list[Sample]:
 def _summary(samples: list[Sample], **extra: Any) -> dict[str, Any]:
     if len(samples) < 4:
         raise RuntimeError("too few samples")
-    # baseline: after warm-up (imports, first scans, pools filled); end: the last fifth
-    base, end = _window(samples, 0.1, 0.3), _window(samples, 0.8, 1.0)
+    # baseline: after warm-up (imports, first scans, pools filled); end: the last 30 %
+    base, end = _window(samples, 0.1, 0.3), _window(samples, 0.7, 1.0)
     summary = {
         "rss_kib_baseline": statistics.median(s.rss_kib for s in base),
         "rss_kib_end": statistics.median(s.rss_kib for s in end),

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="need
 
 async def test_short_soak_stays_flat() -> None:
     result = await soak.run_soak(
-        scans=30, interval=0.2, fault_rate=0.03, sample_every=0.25, time_limit=90,
+        scans=30, interval=0.4, fault_rate=0.03, sample_every=0.2, time_limit=90,
         users=12, projects=36,
         # every kind but "slow", whose timeouts would only make the test longer
         kinds=tuple(k for k in soak.FAULT_KINDS if k != "slow"),
