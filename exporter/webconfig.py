@@ -63,8 +63,6 @@ REALM = "gitlab-activity-exporter"
 CACHE_SIZE = 256
 _TOP_KEYS = ("tls_server_config", "basic_auth_users", "health_endpoints_open")
 _TLS_KEYS = ("cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version")
-# checked when the user is unknown, so a wrong name costs as much time as a wrong password
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=4))
 
 
 class WebConfigError(Exception):
@@ -251,6 +249,8 @@ class BasicAuth:
     def __init__(self, users: Mapping[str, bytes], *, open_paths: frozenset[str] = frozenset()):
         self._users = dict(users)
         self._open_paths = open_paths
+        # checked when the user is unknown, so a wrong name costs as much as a wrong password
+        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=_cost(users)))
         self._salt = os.urandom(16)
         self._good: OrderedDict[bytes, None] = OrderedDict()
         self.bcrypt_checks = 0
@@ -266,7 +266,7 @@ class BasicAuth:
             return True
         hashed = self._users.get(user)
         self.bcrypt_checks += 1
-        ok = await asyncio.to_thread(_checkpw, password, hashed or _DUMMY_HASH)
+        ok = await asyncio.to_thread(_checkpw, password, hashed or self._dummy)
         if ok and hashed is not None:
             self._good[key] = None
             while len(self._good) > CACHE_SIZE:
@@ -286,6 +286,12 @@ class BasicAuth:
             text="Unauthorized\n",
             headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
         )
+
+
+def _cost(users: Mapping[str, bytes]) -> int:
+    """The highest bcrypt cost among the users' hashes (``$2b$12$...`` -> 12)."""
+    costs = [int(h[4:6]) for h in users.values() if h[4:6].isdigit()]
+    return min(31, max([4, *costs]))
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:

@@ -405,3 +405,17 @@ async def test_demo_behind_tls_and_basic_auth(tmp_path: Path, pki: Pki) -> None:
     assert seconds < 5
     assert "Traceback" not in err
     assert PASSWORD not in err
+
+
+async def test_an_unknown_user_costs_as_much_as_a_wrong_password() -> None:
+    import time
+
+    slow = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=11))
+    auth = BasicAuth({"u": slow})
+    began = time.monotonic()
+    assert not await auth.check("u", b"wrong")
+    known = time.monotonic() - began
+    began = time.monotonic()
+    assert not await auth.check("nobody", b"wrong")
+    unknown = time.monotonic() - began
+    assert unknown > known / 3, (known, unknown)  # same cost factor, not a cheap dummy
