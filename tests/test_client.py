@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import itertools
 import json
 import random
 import time
@@ -647,13 +646,16 @@ async def test_request_starts_are_paced_across_coroutines(
 
     fake = await gitlab(handler)
     client = make_client(session, fake, requests_per_second=20.0)
+    began = time.monotonic()
     await asyncio.gather(
         *(client.get_json(f"/users/{i}", endpoint="/users/:id") for i in range(5))
     )
     starts = sorted(s.started for s in fake.seen)
     assert len(starts) == 5
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.045
+    # The fifth request may not start before four intervals (4 x 50 ms) have passed.
+    # A lower bound from before the first send: a loaded machine only delays arrivals,
+    # so this cannot flake, while an unpaced client answers all five within a few ms.
+    assert starts[-1] - began >= 0.195
 
 
 async def test_concurrency_cap_is_never_exceeded(
