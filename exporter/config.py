@@ -77,6 +77,9 @@ class ScanSettings(_Strict):
     lookback_days: float = Field(default=30.0, gt=0, le=3650)
     timezone: str = "UTC"
     periods: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PERIODS))
+    discovery_interval_seconds: float = Field(default=3600.0, ge=0)
+    overlap_seconds: float = Field(default=3600.0, ge=0)
+    state_file: Path | None = None
 
     @field_validator("timezone")
     @classmethod

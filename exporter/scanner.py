@@ -18,13 +18,16 @@ import structlog
 
 from exporter.attribution import (
     MERGE_REQUEST_STATE_ALIASES,
+    CommitLike,
     ProjectSets,
     Window,
     attribute,
     count_by_state,
     distinct,
 )
+from exporter.commit_store import CommitStore, IncrementalCommits, ProjectHint
 from exporter.config import Config
+from exporter.discovery import DiscoveryCache
 from exporter.gitlab.api import CommitRecord, GitLabApi
 from exporter.gitlab.errors import GitLabError, NotFoundError
 from exporter.matching import Identity
@@ -113,6 +116,11 @@ class Scanner:
         self._zone = resolve_zone(config.scan.timezone)
         self._host = config.gitlab.host
         self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
+        # kept between scans: commits in the window, and who users are / what they list
+        self.store = CommitStore()
+        self.discovery = DiscoveryCache(
+            api, timedelta(seconds=config.scan.discovery_interval_seconds)
+        )
 
     async def scan(self, previous: Snapshot) -> Snapshot:
         started = time.time()
@@ -135,12 +143,21 @@ class Scanner:
             teams=len(teams),
             shard=f"{self._shard.index}/{self._shard.count}",
         )
-        cache = CommitCache(self._api, window.start)
+        cache = IncrementalCommits(
+            self._api,
+            self.store,
+            window=window,
+            now=now,
+            overlap=timedelta(seconds=self._config.scan.overlap_seconds),
+            users=usernames,
+        )
         progress = _Progress(len(usernames), self._on_progress)
         try:
             outcomes = await asyncio.gather(
                 *(self._scan_user_isolated(name, window, cache, progress) for name in usernames)
             )
+            cache.finish()
+            self.discovery.retain(set(usernames))
         finally:
             cache.close()
         finished = time.time()
@@ -157,6 +174,8 @@ class Scanner:
             users=summary.users_total,
             failed=summary.users_failed,
             projects=cache.projects_fetched,
+            projects_unchanged=cache.projects_skipped,
+            commits_kept=self.store.commit_count,
             seconds=round(summary.duration, 3),
         )
         return snapshot
@@ -189,7 +208,7 @@ class Scanner:
         return teams
 
     async def _scan_user_isolated(
-        self, username: str, window: Window, cache: CommitCache, progress: _Progress
+        self, username: str, window: Window, cache: IncrementalCommits, progress: _Progress
     ) -> UserOutcome:
         try:
             stats = await self._scan_user(username, window, cache)
@@ -200,30 +219,40 @@ class Scanner:
             log.exception("user scan crashed", user=username)
             return UserOutcome(username, None, "crash", f"{type(exc).__name__}: {exc}")
         finally:
+            cache.arrive(username, None)  # no-op when discovery succeeded
             progress.step()
 
-    async def _scan_user(self, username: str, window: Window, cache: CommitCache) -> UserStats:
-        ref = await self._api.find_user(username)
-        if ref is None:
-            raise NotFoundError(f"user {username!r} not found", endpoint="/users", status=404)
-        detail = await self._api.get_user(ref.id)
-        personal, contributed, pushed, merge_requests, issues = await asyncio.gather(
-            self._api.user_projects(ref.id),
-            self._api.contributed_projects(ref.id),
-            # `after` excludes the named day: ask from the day before the window starts
-            self._api.pushed_project_ids(ref.id, window.start.date() - timedelta(days=1)),
-            # authored by the user (scope=all); filtered to the window again below
-            self._api.merge_requests(ref.username, window.start),
-            self._api.issues(ref.username, window.start),
-        )
+    async def _scan_user(
+        self, username: str, window: Window, cache: IncrementalCommits
+    ) -> UserStats:
+        found = await self.discovery.get(username, window.end)
+        detail = found.user
+        try:
+            pushed, merge_requests, issues = await asyncio.gather(
+                # `after` excludes the named day: ask from the day before the window starts
+                self._api.pushed_projects(detail.id, window.start.date() - timedelta(days=1)),
+                # authored by the user (scope=all); filtered to the window again below
+                self._api.merge_requests(detail.username, window.start),
+                self._api.issues(detail.username, window.start),
+            )
+        except NotFoundError:
+            self.discovery.forget(username)  # gone since discovery: look it up again
+            raise
         projects = ProjectSets(
-            personal=frozenset(p.id for p in personal),
-            contributed=frozenset(p.id for p in contributed),
+            personal=frozenset(found.personal),
+            contributed=frozenset(found.contributed),
             pushed=frozenset(pushed),
         )
+        hints: dict[int, ProjectHint] = {}
+        for listing in (found.personal, found.contributed):
+            for pid, activity in listing.items():
+                hints[pid] = ProjectHint(activity=activity, listed_at=found.refreshed_at)
+        for pid, at in pushed.items():
+            hints[pid] = hints.get(pid, ProjectHint()).combine(ProjectHint(pushed_at=at))
+        cache.arrive(username, hints)
         ids = sorted(projects.all)
         fetched = await asyncio.gather(*(cache.get(pid) for pid in ids))
-        commits: Mapping[int, Sequence[CommitRecord]] = dict(zip(ids, fetched, strict=True))
+        commits: Mapping[int, Sequence[CommitLike]] = dict(zip(ids, fetched, strict=True))
         identity = Identity.build(
             user_id=detail.id,
             username=detail.username,

@@ -73,6 +73,12 @@ class ExporterService:
             raise RuntimeError("service not started")
         return self._client
 
+    @property
+    def scanner(self) -> Scanner:
+        if self._scanner is None:
+            raise RuntimeError("service not started")
+        return self._scanner
+
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         gitlab = self.config.gitlab

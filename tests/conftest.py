@@ -45,7 +45,14 @@ def config_document(org: Org, url: str, **scan: Any) -> dict[str, Any]:
             "timeout_seconds": 5,
             "max_retries": 2,
         },
-        "scan": {"lookback_days": 30, "timezone": "Asia/Kolkata", "periods": PERIODS, **scan},
+        # discovery every scan (as before discovery caching) unless a test asks otherwise
+        "scan": {
+            "lookback_days": 30,
+            "timezone": "Asia/Kolkata",
+            "periods": PERIODS,
+            "discovery_interval_seconds": 0,
+            **scan,
+        },
         "teams": teams,
         "users": users,
     }

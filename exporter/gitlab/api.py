@@ -9,7 +9,7 @@ dataclasses are kept, so large scans hold little memory.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
@@ -62,6 +62,8 @@ class CommitRecord:
     author_name: str
     author_email: str
     authored_date: datetime
+    # what ``since`` filters on; not part of a commit's identity
+    committed_date: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,22 @@ class GitLabApi:
             ids.add(shape.req_int(shape.obj(raw, "event"), "project_id"))
         return ids
 
+    async def pushed_projects(self, user_id: int, after: date) -> dict[int, datetime]:
+        """Project id -> time of the user's latest push there, after the day ``after``."""
+        endpoint = "/users/:id/events"
+        shape = _Shape(endpoint)
+        params = {"action": "pushed", "after": after.isoformat()}
+        latest: dict[int, datetime] = {}
+        async for raw in self._client.paginate(
+            f"/users/{_id(user_id, 'user_id')}/events", params, endpoint=endpoint
+        ):
+            obj = shape.obj(raw, "event")
+            project_id = shape.req_int(obj, "project_id")
+            created = shape.req_datetime(obj, "created_at")
+            if project_id not in latest or created > latest[project_id]:
+                latest[project_id] = created
+        return latest
+
     async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
         """Commits on every branch whose committer date is at or after ``since``."""
         endpoint = "/projects/:id/repository/commits"
@@ -214,6 +232,7 @@ class GitLabApi:
                     author_name=shape.req_str(obj, "author_name"),
                     author_email=shape.req_str(obj, "author_email"),
                     authored_date=shape.req_datetime(obj, "authored_date"),
+                    committed_date=shape.opt_datetime(obj, "committed_date"),
                 )
             )
         return commits

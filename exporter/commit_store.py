@@ -1,0 +1,288 @@
+"""Incremental commit fetching: what is kept between scans and what a scan must fetch.
+
+Per project the store keeps only what the numbers need per commit (SHA, normalised
+author name and email, authored time) plus the fetch watermark: the newest *committer*
+date seen, because GitLab's ``since`` filters on the committer date. After the first
+scan a project is fetched from ``watermark - overlap`` and merged by SHA; commits whose
+authored time left the window are dropped. Memory grows with commits in the window, not
+with history.
+
+A project costs no commit request in a scan unless something says it changed:
+
+- never fetched before -> fetched over the whole window;
+- a scanned user's push event to it is at or after its last fetch (minus the overlap);
+- its ``last_activity_at`` (from the project listings) is newer than when it was last
+  fetched; or the listing was refreshed since the last fetch and shows activity within
+  an hour before it (GitLab updates ``last_activity_at`` at most once an hour);
+- a project whose ``last_activity_at`` is before the window start is never fetched.
+
+Projects found only through push events have no ``last_activity_at``: they are fetched
+when first seen and then whenever a scanned user pushes to them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from exporter.attribution import Window
+from exporter.gitlab.api import CommitRecord, GitLabApi
+from exporter.gitlab.errors import NotFoundError
+
+log = structlog.get_logger("exporter.commit_store")
+
+ACTIVITY_LAG = timedelta(hours=1)
+"""GitLab updates a project's ``last_activity_at`` at most this often."""
+
+
+def _norm(value: str) -> str:
+    return sys.intern(value.strip().casefold())
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCommit:
+    """One commit as kept between scans: enough to attribute and bucket it."""
+
+    sha: str
+    author_name: str  # trimmed, case-folded
+    author_email: str  # trimmed, case-folded
+    authored_date: datetime  # in the commit's own offset
+
+
+@dataclass(slots=True)
+class ProjectState:
+    fetched_at: datetime  # scan time of the last commit request
+    activity: datetime | None  # last_activity_at known at that fetch
+    watermark: datetime | None  # newest committer date seen
+    commits: dict[str, StoredCommit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectHint:
+    """What this scan's discovery says about a project."""
+
+    activity: datetime | None = None  # last_activity_at from a listing
+    listed_at: datetime | None = None  # when that listing was fetched
+    pushed_at: datetime | None = None  # latest push event of a scanned user
+
+    def combine(self, other: ProjectHint) -> ProjectHint:
+        return ProjectHint(
+            activity=_latest(self.activity, other.activity),
+            listed_at=_latest(self.listed_at, other.listed_at),
+            pushed_at=_latest(self.pushed_at, other.pushed_at),
+        )
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def plan_fetch(
+    state: ProjectState | None,
+    hint: ProjectHint,
+    *,
+    window_start: datetime,
+    overlap: timedelta,
+) -> datetime | None:
+    """The ``since`` to fetch the project's commits from, or ``None``: no request."""
+    pushed = hint.pushed_at is not None and hint.pushed_at >= window_start
+    if hint.activity is not None and hint.activity < window_start and not pushed:
+        return None  # nothing can have happened inside the window
+    if state is None:
+        return window_start
+    since = window_start
+    if state.watermark is not None:
+        since = max(window_start, state.watermark - overlap)
+    if hint.pushed_at is not None and hint.pushed_at >= state.fetched_at - overlap:
+        return since
+    if hint.activity is not None:
+        if state.activity is None or hint.activity > state.activity:
+            return since
+        if (
+            hint.listed_at is not None
+            and hint.listed_at > state.fetched_at
+            and hint.activity >= state.fetched_at - ACTIVITY_LAG
+        ):
+            return since
+    return None
+
+
+class CommitStore:
+    """Per project: the commits in the window and the fetch watermark."""
+
+    def __init__(self) -> None:
+        self.projects: dict[int, ProjectState] = {}
+
+    def __len__(self) -> int:
+        return len(self.projects)
+
+    @property
+    def commit_count(self) -> int:
+        return sum(len(p.commits) for p in self.projects.values())
+
+    def commits(self, project_id: int) -> Sequence[StoredCommit]:
+        state = self.projects.get(project_id)
+        return tuple(state.commits.values()) if state is not None else ()
+
+    def prune(self, project_id: int, window_start: datetime) -> int:
+        """Drop the project's commits authored before the window; returns how many."""
+        state = self.projects.get(project_id)
+        if state is None:
+            return 0
+        old = [sha for sha, c in state.commits.items() if c.authored_date < window_start]
+        for sha in old:
+            del state.commits[sha]
+        return len(old)
+
+    def merge(
+        self,
+        project_id: int,
+        records: Iterable[CommitRecord],
+        *,
+        fetched_at: datetime,
+        activity: datetime | None,
+        window_start: datetime,
+        replace: bool = False,
+    ) -> int:
+        """Merge fetched commits by SHA; returns how many were new."""
+        state = self.projects.get(project_id)
+        if state is None or replace:
+            state = ProjectState(fetched_at=fetched_at, activity=activity, watermark=None)
+            self.projects[project_id] = state
+        state.fetched_at = fetched_at
+        state.activity = _latest(state.activity, activity)
+        added = 0
+        for record in records:
+            committed = record.committed_date or record.authored_date
+            if state.watermark is None or committed > state.watermark:
+                state.watermark = committed
+            if record.authored_date < window_start or record.sha in state.commits:
+                continue
+            state.commits[record.sha] = StoredCommit(
+                sha=sys.intern(record.sha),
+                author_name=_norm(record.author_name),
+                author_email=_norm(record.author_email),
+                authored_date=record.authored_date,
+            )
+            added += 1
+        return added
+
+    def retain(self, project_ids: Iterable[int]) -> int:
+        """Forget projects no scanned user works in any more; returns how many."""
+        keep = set(project_ids)
+        gone = [pid for pid in self.projects if pid not in keep]
+        for pid in gone:
+            del self.projects[pid]
+        return len(gone)
+
+
+class IncrementalCommits:
+    """One scan's view of the store: each project decided and fetched at most once.
+
+    Every user reports its project hints with :meth:`arrive` (or arrives with none when
+    its discovery failed) before any project is decided, so a push seen by one user
+    makes the project fresh for all of them.
+    """
+
+    def __init__(
+        self,
+        api: GitLabApi,
+        store: CommitStore,
+        *,
+        window: Window,
+        now: datetime,
+        overlap: timedelta,
+        users: Iterable[str],
+    ) -> None:
+        self._api = api
+        self._store = store
+        self._window = window
+        self._now = now
+        self._overlap = overlap
+        self._waiting = {u.casefold() for u in users}
+        self._failed_discovery = False
+        self._hints: dict[int, ProjectHint] = {}
+        self._ready = asyncio.Event()
+        if not self._waiting:
+            self._ready.set()
+        self._tasks: dict[int, asyncio.Task[Sequence[StoredCommit]]] = {}
+        self.requests_planned = 0
+        self.projects_skipped = 0
+
+    @property
+    def projects_fetched(self) -> int:
+        return self.requests_planned
+
+    def arrive(self, username: str, hints: Mapping[int, ProjectHint] | None) -> None:
+        """The user's discovery is done (``hints``) or failed (``None``); idempotent."""
+        key = username.casefold()
+        if key not in self._waiting:
+            return
+        self._waiting.discard(key)
+        if hints is None:
+            self._failed_discovery = True
+        else:
+            for pid, hint in hints.items():
+                known = self._hints.get(pid)
+                self._hints[pid] = hint if known is None else known.combine(hint)
+        if not self._waiting:
+            self._ready.set()
+
+    async def _resolve(self, project_id: int) -> Sequence[StoredCommit]:
+        store = self._store
+        window = self._window
+        store.prune(project_id, window.start)
+        hint = self._hints.get(project_id, ProjectHint())
+        state = store.projects.get(project_id)
+        since = plan_fetch(state, hint, window_start=window.start, overlap=self._overlap)
+        if since is None:
+            self.projects_skipped += 1
+            return store.commits(project_id)
+        self.requests_planned += 1
+        try:
+            records = await self._api.project_commits(project_id, since)
+        except NotFoundError:
+            # A listed project without a visible repository (disabled, empty, or
+            # gone since listing) has no commits for anyone.
+            log.debug("project has no visible repository", project_id=project_id)
+            records = []
+            state = None
+        store.merge(
+            project_id,
+            records,
+            fetched_at=self._now,
+            activity=hint.activity,
+            window_start=window.start,
+            replace=state is None,
+        )
+        return store.commits(project_id)
+
+    async def get(self, project_id: int) -> Sequence[StoredCommit]:
+        await self._ready.wait()
+        task = self._tasks.get(project_id)
+        if task is None:
+            task = asyncio.ensure_future(self._resolve(project_id))
+            self._tasks[project_id] = task
+        # shield: one user being cancelled must not cancel a fetch others wait on
+        return await asyncio.shield(task)
+
+    def finish(self) -> None:
+        """After a scan: forget projects nobody works in, when every discovery succeeded."""
+        if not self._failed_discovery and not self._waiting:
+            self._store.retain(self._hints)
+
+    def close(self) -> None:
+        for task in self._tasks.values():
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # mark retrieved: failures were reported per user

@@ -1,0 +1,213 @@
+"""Incremental scans against the simulator: few requests after the first scan, exact numbers."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from exporter.commit_store import CommitStore, ProjectHint, ProjectState, plan_fetch
+from exporter.config import Config
+from exporter.gitlab.api import CommitRecord
+from exporter.service import ExporterService
+from exporter.simulator.model import Commit, Event, Org
+from exporter.simulator.server import SimulatorServer
+from exporter.snapshot import Snapshot
+from tests.conftest import make_config
+from tests.test_scan_against_simulator import expected_numbers, numbers, truth_for
+
+COMMITS = "/projects/:id/repository/commits"
+
+
+def add_new_work(
+    org: Org, *, share: float = 0.05, seed: int = 5, push: bool = False, minutes: int = 10
+) -> set[int]:
+    """Advance the clock; give ``share`` of the projects with commits a new commit each.
+
+    The commit's author is an existing author of that project, so it counts for someone.
+    With ``push`` the author (when a GitLab user) also gets the push event GitLab records.
+    """
+    rng = random.Random(seed)
+    before = org.now
+    org.now = before + timedelta(minutes=minutes)
+    candidates = sorted(pid for pid, commits in org.commits.items() if commits)
+    chosen = set(rng.sample(candidates, max(1, round(share * len(org.projects)))))
+    for n, pid in enumerate(sorted(chosen)):
+        template = max(org.commits[pid], key=lambda c: c.committed_date)
+        when = before + timedelta(minutes=rng.randint(1, minutes - 1))
+        sha = f"{rng.getrandbits(160):040x}"
+        org.add_commits(
+            pid,
+            [
+                Commit(
+                    sha=sha,
+                    title=f"New work {n}",
+                    message=f"New work {n}",
+                    author_name=template.author_name,
+                    author_email=template.author_email,
+                    authored_date=when,
+                    committed_date=when,
+                )
+            ],
+        )
+        if push:
+            author = next(
+                (u for u in org.users.values() if u.name == template.author_name), None
+            )
+            if author is not None:
+                org.add_event(
+                    Event(
+                        id=org.next_event_id(),
+                        user_id=author.id,
+                        project_id=pid,
+                        created_at=when,
+                        push_data={"commit_count": 1, "commit_from": None, "commit_to": sha,
+                                   "ref": "main", "ref_type": "branch", "action": "pushed"},
+                    )
+                )
+    return chosen
+
+
+def commit_requests(sim: SimulatorServer, since_index: int = 0) -> list[dict[str, Any]]:
+    """Query of every first-page commit request made after log entry ``since_index``."""
+    return [
+        {"path": r.path, **r.query}
+        for r in sim.log.entries[since_index:]
+        if r.endpoint == COMMITS and "page" not in r.query
+    ]
+
+
+def assert_exact(snapshot: Snapshot, org: Org, config: Config) -> None:
+    users = sorted(snapshot.users)
+    truth = truth_for(org, config, users)
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+    for user in users:
+        assert numbers(snapshot, user) == expected_numbers(truth, user), user
+
+
+async def test_second_scan_fetches_only_changed_projects_and_stays_exact(
+    org: Org, sim: SimulatorServer
+) -> None:
+    config = make_config(org, sim.url)  # discovery every scan: listings show the change
+    service = ExporterService(config, clock=lambda: org.now)
+    async with service:
+        await service.scan_once()
+        first_total = len(sim.log)
+        first_commits = commit_requests(sim)
+        changed = add_new_work(org)
+        snapshot = await service.scan_once()
+    second = commit_requests(sim, first_total)
+    assert_exact(snapshot, org, config)
+    fetched = {int(q["path"].split("/")[4]) for q in second}
+    assert changed <= fetched  # every project with new work was fetched...
+    assert len(fetched) <= len(changed) + 2  # ...and hardly anything else
+    assert len(second) * 10 <= len(first_commits)
+    # ...and only from the watermark minus the overlap, not over the whole window
+    window_start = org.now - timedelta(days=config.scan.lookback_days)
+    for query in second:
+        since = datetime.fromisoformat(query["since"])
+        assert since > window_start + timedelta(days=1), query
+
+
+async def test_commits_aging_out_of_the_window_are_dropped(org: Org, sim: SimulatorServer) -> None:
+    config = make_config(org, sim.url)
+    service = ExporterService(config, clock=lambda: org.now)
+    async with service:
+        await service.scan_once()
+        store = service.scanner.store
+        kept_before = store.commit_count
+        first_total = len(sim.log)
+        org.now += timedelta(days=12)
+        snapshot = await service.scan_once()
+    window_start = org.now - timedelta(days=config.scan.lookback_days)
+    assert 0 < store.commit_count < kept_before
+    assert all(
+        c.authored_date >= window_start for p in store.projects.values() for c in p.commits.values()
+    )
+    assert_exact(snapshot, org, config)
+    # nothing new happened: the aged-out commits were dropped without refetching
+    assert len(commit_requests(sim, first_total)) * 5 <= len(commit_requests(sim)[:first_total])
+
+
+async def test_restarting_the_store_fetches_everything_again(org: Org, sim: SimulatorServer) -> None:
+    """Control for the tests above: without kept state every project is fetched."""
+    config = make_config(org, sim.url)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        await service.scan_once()
+    first = len(commit_requests(sim))
+    total = len(sim.log)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        await service.scan_once()
+    assert len(commit_requests(sim, total)) == first
+
+
+# ------------------------------------------------------------------ pure planning
+
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+START = NOW - timedelta(days=30)
+HOUR = timedelta(hours=1)
+
+
+def state(**kw: Any) -> ProjectState:
+    base: dict[str, Any] = {
+        "fetched_at": NOW - 5 * HOUR,
+        "activity": NOW - 10 * HOUR,
+        "watermark": NOW - 10 * HOUR,
+    }
+    base.update(kw)
+    return ProjectState(**base)
+
+
+def test_plan_new_project_fetches_the_whole_window() -> None:
+    assert plan_fetch(None, ProjectHint(activity=NOW), window_start=START, overlap=HOUR) == START
+
+
+def test_plan_inactive_project_costs_nothing() -> None:
+    old = ProjectHint(activity=START - HOUR, listed_at=NOW)
+    assert plan_fetch(None, old, window_start=START, overlap=HOUR) is None
+
+
+def test_plan_unchanged_project_costs_nothing() -> None:
+    hint = ProjectHint(activity=NOW - 10 * HOUR, listed_at=NOW)
+    assert plan_fetch(state(), hint, window_start=START, overlap=HOUR) is None
+
+
+def test_plan_changed_activity_fetches_from_watermark_minus_overlap() -> None:
+    hint = ProjectHint(activity=NOW - HOUR, listed_at=NOW)
+    assert plan_fetch(state(), hint, window_start=START, overlap=HOUR) == NOW - 11 * HOUR
+
+
+def test_plan_recent_push_fetches_even_without_a_listing() -> None:
+    hint = ProjectHint(pushed_at=NOW - HOUR)
+    assert plan_fetch(state(activity=None), hint, window_start=START, overlap=HOUR) is not None
+    stale = ProjectHint(pushed_at=NOW - 7 * HOUR)
+    assert plan_fetch(state(activity=None), stale, window_start=START, overlap=HOUR) is None
+
+
+def test_plan_activity_within_gitlabs_update_lag_is_rechecked_after_a_listing_refresh() -> None:
+    # GitLab moves last_activity_at at most hourly: activity just before the last fetch
+    # may hide later pushes, so a fresh listing makes the project fetched again
+    recent = state(activity=NOW - 5.5 * HOUR)
+    hint = ProjectHint(activity=NOW - 5.5 * HOUR, listed_at=NOW)
+    assert plan_fetch(recent, hint, window_start=START, overlap=HOUR) is not None
+    cached = ProjectHint(activity=NOW - 5.5 * HOUR, listed_at=NOW - 6 * HOUR)
+    assert plan_fetch(recent, cached, window_start=START, overlap=HOUR) is None
+
+
+def test_store_merges_by_sha_and_tracks_the_committer_watermark() -> None:
+    store = CommitStore()
+    authored = NOW - 3 * HOUR
+
+    def rec(sha: str, committed: datetime, when: datetime = authored) -> CommitRecord:
+        return CommitRecord(sha, " Alice ", "Alice@Example.com", when, committed)
+
+    store.merge(1, [rec("a", NOW - 2 * HOUR), rec("old", NOW - 2 * HOUR, START - HOUR)],
+                fetched_at=NOW, activity=None, window_start=START)
+    store.merge(1, [rec("a", NOW - 2 * HOUR), rec("b", NOW - HOUR)],
+                fetched_at=NOW, activity=None, window_start=START)
+    project = store.projects[1]
+    assert sorted(project.commits) == ["a", "b"]  # merged by SHA; out-of-window not kept
+    assert project.watermark == NOW - HOUR  # the committer date, not the authored one
+    assert project.commits["a"].author_email == "alice@example.com"
+    assert project.commits["a"].author_name == "alice"
+    assert store.prune(1, authored + timedelta(seconds=1)) == 2
