@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.gitlab.pacing import GITLAB_COM_ENDPOINT_LIMITS
 from exporter.periods import PeriodTable, build_period_table, resolve_zone
 from exporter.score import DEFAULT_WEIGHTS, ScoreWeights
 
@@ -46,6 +47,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+class EndpointLimit(_Strict):
+    requests: int = Field(ge=1)
+    period_seconds: float = Field(gt=0)
+
+
 class GitLabSettings(_Strict):
     url: str
     token: SecretStr | None = None
@@ -56,6 +62,28 @@ class GitLabSettings(_Strict):
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     tls_verify: bool = True
+    # "gitlab.com" (its published limits) or {route template or "all": limit}
+    endpoint_limits: Literal["gitlab.com"] | dict[str, EndpointLimit] | None = None
+
+    @field_validator("endpoint_limits")
+    @classmethod
+    def _check_limits(
+        cls, value: Literal["gitlab.com"] | dict[str, EndpointLimit] | None
+    ) -> Literal["gitlab.com"] | dict[str, EndpointLimit] | None:
+        if isinstance(value, dict):
+            for key in value:
+                if key != "all" and not key.startswith("/"):
+                    raise ValueError(f"{key!r} is neither 'all' nor a route like /users/:id")
+        return value
+
+    @property
+    def rate_limits(self) -> dict[str, tuple[int, float]]:
+        """``endpoint_limits`` as (requests, period) per route template (``all``: token)."""
+        if self.endpoint_limits == "gitlab.com":
+            return dict(GITLAB_COM_ENDPOINT_LIMITS)
+        if self.endpoint_limits is None:
+            return {}
+        return {k: (v.requests, v.period_seconds) for k, v in self.endpoint_limits.items()}
 
     @field_validator("url")
     @classmethod

@@ -22,6 +22,7 @@ from exporter import __version__
 from exporter.config import Config
 from exporter.gitlab.api import GitLabApi
 from exporter.gitlab.client import ClientMetrics, GitLabClient
+from exporter.gitlab.pacing import RateGate
 from exporter.scanner import ProgressCallback, Scanner, utc_now
 from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
@@ -98,6 +99,7 @@ class ExporterService:
             max_retries=gitlab.max_retries,
             max_body_bytes=gitlab.max_response_bytes,
             metrics=metrics,
+            gate=RateGate(gitlab.rate_limits),
         )
         self._scanner = Scanner(
             GitLabApi(self._client),

@@ -24,16 +24,24 @@ def add_new_work(
 ) -> set[int]:
     """Advance the clock; give ``share`` of the projects with commits a new commit each.
 
-    The commit's author is an existing author of that project, so it counts for someone.
-    With ``push`` the author (when a GitLab user) also gets the push event GitLab records.
+    The commit's author is a user who committed to that project before, so it counts.
+    With ``push`` the author also gets the push event GitLab records.
     """
     rng = random.Random(seed)
+    people = {ident: u for u in org.users.values() for ident in u.commit_identities}
     before = org.now
     org.now = before + timedelta(minutes=minutes)
-    candidates = sorted(pid for pid, commits in org.commits.items() if commits)
+    candidates = sorted(
+        pid
+        for pid, commits in org.commits.items()
+        if any((c.author_name, c.author_email) in people for c in commits)
+    )
     chosen = set(rng.sample(candidates, max(1, round(share * len(org.projects)))))
     for n, pid in enumerate(sorted(chosen)):
-        template = max(org.commits[pid], key=lambda c: c.committed_date)
+        template = max(
+            (c for c in org.commits[pid] if (c.author_name, c.author_email) in people),
+            key=lambda c: c.committed_date,
+        )
         when = before + timedelta(minutes=rng.randint(1, minutes - 1))
         sha = f"{rng.getrandbits(160):040x}"
         org.add_commits(
@@ -51,20 +59,17 @@ def add_new_work(
             ],
         )
         if push:
-            author = next(
-                (u for u in org.users.values() if u.name == template.author_name), None
-            )
-            if author is not None:
-                org.add_event(
-                    Event(
-                        id=org.next_event_id(),
-                        user_id=author.id,
-                        project_id=pid,
-                        created_at=when,
-                        push_data={"commit_count": 1, "commit_from": None, "commit_to": sha,
-                                   "ref": "main", "ref_type": "branch", "action": "pushed"},
-                    )
+            author = people[(template.author_name, template.author_email)]
+            org.add_event(
+                Event(
+                    id=org.next_event_id(),
+                    user_id=author.id,
+                    project_id=pid,
+                    created_at=when,
+                    push_data={"commit_count": 1, "commit_from": None, "commit_to": sha,
+                               "ref": "main", "ref_type": "branch", "action": "pushed"},
                 )
+            )
     return chosen
 
 

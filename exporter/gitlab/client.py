@@ -41,6 +41,7 @@ from exporter.gitlab.errors import (
     RequestTimeoutError,
     UnauthorizedError,
 )
+from exporter.gitlab.pacing import RateGate, Ticket
 
 __all__ = [
     "FAILURE_REASONS",
@@ -315,6 +316,7 @@ class GitLabClient:
         backoff_cap: float = 60.0,
         max_body_bytes: int = 50 * 2**20,
         rng: random.Random | None = None,
+        gate: RateGate | None = None,
     ) -> None:
         if not requests_per_second > 0:
             raise ValueError("requests_per_second must be positive")
@@ -337,6 +339,8 @@ class GitLabClient:
         self._origin = _origin(base)
         self._token = token
         self._pacer = _Pacer(requests_per_second)
+        # per-endpoint limits and RateLimit-* headers; waiting here holds no slot
+        self.gate = gate if gate is not None else RateGate()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._max_retries = max_retries
@@ -426,8 +430,12 @@ class GitLabClient:
                 await asyncio.sleep(wait)  # no concurrency slot held here
 
     async def _attempt(self, url: URL, endpoint: str) -> tuple[Any, URL | None]:
-        async with self._semaphore:
-            response = await self._follow(url, endpoint)
+        ticket = await self.gate.acquire(endpoint)
+        try:
+            async with self._semaphore:
+                response = await self._follow(url, endpoint, ticket)
+        finally:
+            ticket.close()
         status = response.status
         if 200 <= status < 300:
             try:
@@ -461,10 +469,10 @@ class GitLabClient:
             detail = "redirect without a usable Location"
         raise ApiError(detail, endpoint=endpoint, status=status)
 
-    async def _follow(self, url: URL, endpoint: str) -> _Response:
+    async def _follow(self, url: URL, endpoint: str, ticket: Ticket | None = None) -> _Response:
         """Send the request, following same-origin redirects (holding one concurrency slot)."""
         for _hop in range(MAX_REDIRECTS + 1):
-            response = await self._send(url, endpoint)
+            response = await self._send(url, endpoint, ticket)
             if response.status not in REDIRECT_STATUSES:
                 return response
             location = response.headers.get("Location")
@@ -487,8 +495,10 @@ class GitLabClient:
             f"more than {MAX_REDIRECTS} redirects", endpoint=endpoint, status=response.status
         )
 
-    async def _send(self, url: URL, endpoint: str) -> _Response:
+    async def _send(self, url: URL, endpoint: str, ticket: Ticket | None = None) -> _Response:
         await self._pacer.wait()
+        if ticket is not None:
+            ticket.sent()
         self.request_count += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -504,6 +514,7 @@ class GitLabClient:
                 code = str(resp.status)
                 if self._metrics is not None:
                     self._metrics.observe_ratelimit(resp.headers)
+                self.gate.observe(endpoint, resp.headers)
                 ok = 200 <= resp.status < 300
                 limit = self._max_body_bytes if ok else _ERROR_BODY_BYTES
                 body = await self._read_body(resp, limit, endpoint, strict=ok)
