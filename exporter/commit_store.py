@@ -10,7 +10,8 @@ with history.
 A project costs no commit request in a scan unless something says it changed:
 
 - never fetched before -> fetched over the whole window;
-- a scanned user's push event to it is at or after its last fetch (minus the overlap);
+- a scanned user's push event to it is newer than any push known at its last fetch
+  (event times are compared with event times: no clock skew);
 - its ``last_activity_at`` (from the project listings) is newer than when it was last
   fetched; or the listing was refreshed since the last fetch and shows activity within
   an hour before it (GitLab updates ``last_activity_at`` at most once an hour);
@@ -59,6 +60,7 @@ class ProjectState:
     fetched_at: datetime  # scan time of the last commit request
     activity: datetime | None  # last_activity_at known at that fetch
     watermark: datetime | None  # newest committer date seen
+    pushed: datetime | None = None  # latest push event known at that fetch
     commits: dict[str, StoredCommit] = field(default_factory=dict)
 
 
@@ -102,7 +104,7 @@ def plan_fetch(
     since = window_start
     if state.watermark is not None:
         since = max(window_start, state.watermark - overlap)
-    if hint.pushed_at is not None and hint.pushed_at >= state.fetched_at - overlap:
+    if hint.pushed_at is not None and (state.pushed is None or hint.pushed_at > state.pushed):
         return since
     if hint.activity is not None:
         if state.activity is None or hint.activity > state.activity:
@@ -151,6 +153,7 @@ class CommitStore:
         fetched_at: datetime,
         activity: datetime | None,
         window_start: datetime,
+        pushed: datetime | None = None,
         replace: bool = False,
     ) -> int:
         """Merge fetched commits by SHA; returns how many were new."""
@@ -160,6 +163,7 @@ class CommitStore:
             self.projects[project_id] = state
         state.fetched_at = fetched_at
         state.activity = _latest(state.activity, activity)
+        state.pushed = _latest(state.pushed, pushed)
         added = 0
         for record in records:
             committed = record.committed_date or record.authored_date
@@ -262,6 +266,7 @@ class IncrementalCommits:
             fetched_at=self._now,
             activity=hint.activity,
             window_start=window.start,
+            pushed=hint.pushed_at,
             replace=state is None,
         )
         return store.commits(project_id)

@@ -193,6 +193,7 @@ class Config:
     standalone_users: tuple[str, ...]  # from `users:`, scanned even without a team
     period_table: PeriodTable
     score_weights: ScoreWeights = DEFAULT_WEIGHTS
+    state_file: Path | None = None  # scan.state_file, resolved against the config file
 
     @property
     def static_usernames(self) -> tuple[str, ...]:
@@ -335,6 +336,7 @@ def parse_config(
         standalone_users=tuple(u.username for u in settings.users),
         period_table=build_period_table(settings.scan.periods),
         score_weights=settings.score.to_weights(),
+        state_file=base / settings.scan.state_file if settings.scan.state_file else None,
     )
 
 

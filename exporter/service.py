@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -26,6 +27,7 @@ from exporter.gitlab.pacing import RateGate
 from exporter.scanner import ProgressCallback, Scanner, utc_now
 from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
+from exporter.state import load_state, save_state
 
 log = structlog.get_logger("exporter.service")
 
@@ -108,6 +110,12 @@ class ExporterService:
             on_progress=self._set_progress,
             shard=self.shard,
         )
+        if self.config.state_file is not None:
+            saved = await asyncio.to_thread(load_state, self.config.state_file, self.config)
+            if saved is not None:  # serve the last numbers at once, resume incrementally
+                self._scanner.store = saved.store
+                self._scanner.discovery.entries = saved.discoveries
+                self._snapshot = saved.snapshot
 
     async def stop(self) -> None:
         if self._loop_task is not None:
@@ -154,7 +162,26 @@ class ExporterService:
         finally:
             self._progress = None
         self.first_scan_done.set()
+        await self._save_state()
         return self._snapshot
+
+    async def _save_state(self) -> None:
+        path = self.config.state_file
+        if path is None or self._scanner is None:
+            return
+        try:
+            # sqlite3 blocks: write in a worker thread while the loop keeps serving;
+            # the scan loop waits for it, so nothing mutates the state meanwhile
+            await asyncio.to_thread(
+                save_state,
+                path,
+                config=self.config,
+                store=self._scanner.store,
+                discovery=self._scanner.discovery,
+                snapshot=self._snapshot,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("state file not written", path=str(path), error=str(exc))
 
     def start_loop(self) -> None:
         if self._loop_task is None:

@@ -182,11 +182,12 @@ def test_plan_changed_activity_fetches_from_watermark_minus_overlap() -> None:
     assert plan_fetch(state(), hint, window_start=START, overlap=HOUR) == NOW - 11 * HOUR
 
 
-def test_plan_recent_push_fetches_even_without_a_listing() -> None:
+def test_plan_new_push_fetches_even_without_a_listing() -> None:
+    known = state(activity=None, pushed=NOW - 7 * HOUR)
     hint = ProjectHint(pushed_at=NOW - HOUR)
-    assert plan_fetch(state(activity=None), hint, window_start=START, overlap=HOUR) is not None
-    stale = ProjectHint(pushed_at=NOW - 7 * HOUR)
-    assert plan_fetch(state(activity=None), stale, window_start=START, overlap=HOUR) is None
+    assert plan_fetch(known, hint, window_start=START, overlap=HOUR) is not None
+    seen = ProjectHint(pushed_at=NOW - 7 * HOUR)  # the push the last fetch already saw
+    assert plan_fetch(known, seen, window_start=START, overlap=HOUR) is None
 
 
 def test_plan_activity_within_gitlabs_update_lag_is_rechecked_after_a_listing_refresh() -> None:

@@ -1,0 +1,316 @@
+"""State that survives restarts: the commit store, discoveries and the last snapshot.
+
+``scan.state_file`` is an SQLite database (standard library ``sqlite3``). It is written
+whole into a temporary file next to it and renamed over it, so a crash mid-write leaves
+the previous state readable. It carries a schema version and a fingerprint of the
+settings its numbers depend on (GitLab URL, look-back, time zone, periods). A missing,
+unreadable, corrupt, foreign-version or other-settings file means a full scan and one log
+line, never a crash; a state file that cannot be written is a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from exporter.commit_store import CommitStore, ProjectState, StoredCommit
+from exporter.config import Config
+from exporter.discovery import Discovery, DiscoveryCache
+from exporter.gitlab.api import UserDetail
+from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, frozen_map
+
+log = structlog.get_logger("exporter.state")
+
+SCHEMA_VERSION = 1
+APPLICATION = "gitlab-activity-exporter"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY, fetched_at TEXT NOT NULL, activity TEXT, watermark TEXT,
+    pushed TEXT);
+CREATE TABLE commits (
+    project_id INTEGER NOT NULL, sha TEXT NOT NULL, author_name TEXT NOT NULL,
+    author_email TEXT NOT NULL, authored TEXT NOT NULL, PRIMARY KEY (project_id, sha));
+CREATE TABLE users (
+    key TEXT PRIMARY KEY, id INTEGER NOT NULL, username TEXT NOT NULL, name TEXT NOT NULL,
+    state TEXT NOT NULL, public_email TEXT, refreshed_at TEXT NOT NULL);
+CREATE TABLE listings (
+    key TEXT NOT NULL, kind TEXT NOT NULL, project_id INTEGER NOT NULL, activity TEXT);
+CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+"""
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message says why in a few words."""
+
+
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    store: CommitStore
+    discoveries: dict[str, Discovery]
+    snapshot: Snapshot
+
+
+def fingerprint(config: Config) -> str:
+    """The settings stored numbers depend on."""
+    scan = config.scan
+    return json.dumps(
+        [config.gitlab.url, scan.lookback_days, scan.timezone, sorted(scan.periods.items())]
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _req_dt(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise StateError("a stored time has no offset")
+    return moment
+
+
+# ----------------------------------------------------------------------- snapshot
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _stats_from(data: Any) -> UserStats | None:
+    if data is None:
+        return None
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(UserStats):
+        value = data[f.name]
+        values[f.name] = frozen_map(value) if isinstance(value, dict) else value
+    return UserStats(**values)
+
+
+def _stats_to(stats: UserStats | None) -> Any:
+    if stats is None:
+        return None
+    return {f.name: _plain(getattr(stats, f.name)) for f in dataclasses.fields(UserStats)}
+
+
+def snapshot_to_json(snapshot: Snapshot) -> str:
+    users = {
+        name: {
+            "stats": _stats_to(s.stats),
+            "last_success": s.last_success,
+            "failures": dict(s.failures),
+            "last_error": s.last_error,
+            "last_error_message": s.last_error_message,
+        }
+        for name, s in snapshot.users.items()
+    }
+    last = snapshot.last_scan
+    return json.dumps(
+        {
+            "users": users,
+            "teams": {k: list(v) for k, v in snapshot.teams.items()},
+            "periods": list(snapshot.periods),
+            "last_scan": dataclasses.asdict(last) if last is not None else None,
+            "last_complete_scan_end": snapshot.last_complete_scan_end,
+            "scans_total": snapshot.scans_total,
+        }
+    )
+
+
+def snapshot_from_json(text: str) -> Snapshot:
+    data = json.loads(text)
+    users = {
+        name: UserState(
+            username=name,
+            stats=_stats_from(u["stats"]),
+            last_success=u["last_success"],
+            failures=frozen_map({str(k): int(v) for k, v in u["failures"].items()}),
+            last_error=u["last_error"],
+            last_error_message=u["last_error_message"],
+        )
+        for name, u in data["users"].items()
+    }
+    last = data["last_scan"]
+    return Snapshot(
+        users=frozen_map(users),
+        teams=frozen_map({k: tuple(v) for k, v in data["teams"].items()}),
+        periods=tuple(data["periods"]),
+        last_scan=ScanSummary(**last) if last is not None else None,
+        last_complete_scan_end=data["last_complete_scan_end"],
+        scans_total=int(data["scans_total"]),
+    )
+
+
+# ----------------------------------------------------------------------- writing
+
+
+def save_state(
+    path: Path,
+    *,
+    config: Config,
+    store: CommitStore,
+    discovery: DiscoveryCache,
+    snapshot: Snapshot,
+) -> None:
+    """Write the whole state to ``path`` atomically (temporary file, then rename).
+
+    Blocking; call it between scans (nothing else mutates the store meanwhile).
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    conn = sqlite3.connect(tmp)
+    try:
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")  # the rename below is the commit point
+        conn.executescript(_SCHEMA)
+        conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                ("application", APPLICATION),
+                ("schema_version", str(SCHEMA_VERSION)),
+                ("fingerprint", fingerprint(config)),
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO projects VALUES (?, ?, ?, ?, ?)",
+            (
+                (pid, p.fetched_at.isoformat(), _iso(p.activity), _iso(p.watermark),
+                 _iso(p.pushed))
+                for pid, p in store.projects.items()
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO commits VALUES (?, ?, ?, ?, ?)",
+            (
+                (pid, c.sha, c.author_name, c.author_email, c.authored_date.isoformat())
+                for pid, p in store.projects.items()
+                for c in p.commits.values()
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (key, d.user.id, d.user.username, d.user.name, d.user.state,
+                 d.user.public_email, d.refreshed_at.isoformat())
+                for key, d in discovery.entries.items()
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO listings VALUES (?, ?, ?, ?)",
+            (
+                (key, kind, pid, _iso(activity))
+                for key, d in discovery.entries.items()
+                for kind, listing in (("personal", d.personal), ("contributed", d.contributed))
+                for pid, activity in listing.items()
+            ),
+        )
+        conn.execute("INSERT INTO snapshot VALUES (1, ?)", (snapshot_to_json(snapshot),))
+        conn.commit()
+    finally:
+        conn.close()
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------- reading
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _read(path: Path, config: Config) -> SavedState:
+    with _read_only(path) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("application") != APPLICATION:
+            raise StateError("not a state file of this exporter")
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise StateError(
+                f"schema version {meta.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+            )
+        if meta.get("fingerprint") != fingerprint(config):
+            raise StateError("written for other settings (GitLab URL, window, zone or periods)")
+        store = CommitStore()
+        for pid, fetched_at, activity, watermark, pushed in conn.execute(
+            "SELECT * FROM projects"
+        ):
+            store.projects[int(pid)] = ProjectState(
+                fetched_at=_req_dt(fetched_at),
+                activity=_dt(activity),
+                watermark=_dt(watermark),
+                pushed=_dt(pushed),
+            )
+        for pid, sha, name, email, authored in conn.execute("SELECT * FROM commits"):
+            store.projects[int(pid)].commits[sha] = StoredCommit(
+                sha=sha, author_name=name, author_email=email, authored_date=_req_dt(authored)
+            )
+        listings: dict[tuple[str, str], dict[int, datetime | None]] = {}
+        for key, kind, pid, activity in conn.execute("SELECT * FROM listings"):
+            listings.setdefault((key, kind), {})[int(pid)] = _dt(activity)
+        discoveries: dict[str, Discovery] = {}
+        for key, uid, username, name, state, email, refreshed in conn.execute(
+            "SELECT * FROM users"
+        ):
+            discoveries[key] = Discovery(
+                user=UserDetail(
+                    id=int(uid), username=username, name=name, state=state, public_email=email
+                ),
+                personal=listings.get((key, "personal"), {}),
+                contributed=listings.get((key, "contributed"), {}),
+                refreshed_at=_req_dt(refreshed),
+            )
+        row = conn.execute("SELECT body FROM snapshot WHERE id = 1").fetchone()
+        if row is None:
+            raise StateError("no snapshot in it")
+        snapshot = snapshot_from_json(row[0])
+    return SavedState(store=store, discoveries=discoveries, snapshot=snapshot)
+
+
+def load_state(path: Path, config: Config) -> SavedState | None:
+    """The saved state, or ``None`` (after one log line) when it cannot be used."""
+    if not path.exists():
+        log.info("no state file yet; the first scan is a full scan", path=str(path))
+        return None
+    try:
+        state = _read(path, config)
+    except StateError as exc:
+        reason = str(exc)
+    except (sqlite3.Error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = f"unreadable ({type(exc).__name__}: {exc})"
+    else:
+        log.info(
+            "state loaded; scans resume incrementally",
+            path=str(path),
+            projects=len(state.store),
+            commits=state.store.commit_count,
+            users=len(state.snapshot.users),
+        )
+        return state
+    log.warning("state file ignored; the next scan is a full scan", path=str(path), reason=reason)
+    return None
