@@ -9,8 +9,9 @@ from exporter.gitlab.pacing import GITLAB_COM_ENDPOINT_LIMITS, RateGate
 from exporter.service import ExporterService
 from exporter.simulator.model import Org
 from exporter.simulator.server import RateLimits, SimulatorServer
+from exporter.simulator.workload import add_new_work
 from tests.conftest import HOST, TOKEN, config_document, make_config
-from tests.test_incremental import add_new_work, assert_exact
+from tests.test_incremental import assert_exact
 
 USER_ENDPOINTS = ("/users", "/users/:id", "/users/:id/projects", "/users/:id/contributed_projects")
 

@@ -16,10 +16,11 @@ from exporter.discovery import DiscoveryCache
 from exporter.service import ExporterService
 from exporter.simulator.model import Org
 from exporter.simulator.server import SimulatorServer
+from exporter.simulator.workload import add_new_work
 from exporter.snapshot import Snapshot
 from exporter.state import load_state, save_state
 from tests.conftest import make_config
-from tests.test_incremental import add_new_work, assert_exact
+from tests.test_incremental import assert_exact
 
 
 def state_config(org: Org, sim: SimulatorServer, tmp_path: Path, **scan: Any) -> Config:

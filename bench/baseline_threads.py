@@ -1,0 +1,118 @@
+"""The previous tool's approach, as the benchmark's baseline.
+
+python-gitlab, a thread pool over users and, per user, a thread pool over projects; every
+user lists their projects (personal, contributed, pushed to) and fetches all commits of
+each (``all=true``, the whole window, no author filter), matching authors locally. Users
+sharing a project each fetch it again. Author matching follows the exporter's rules
+(emails incl. GitLab's no-reply forms, display name or username), so both must agree.
+
+Run by ``bench/run.py`` in its own process; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+import gitlab
+
+
+def _norm(value: str) -> str:
+    return value.strip().casefold()
+
+
+def scan_user(
+    gl: gitlab.Gitlab, username: str, extra: list[str], start: datetime, end: datetime,
+    host: str, project_workers: int,
+) -> int:
+    found = gl.users.list(username=username)
+    if not found:
+        raise LookupError(username)
+    user = gl.users.get(found[0].id)
+    personal = gl.http_list(f"/users/{user.id}/projects", get_all=True)
+    contributed = gl.http_list(f"/users/{user.id}/contributed_projects", get_all=True)
+    after = (start.date() - timedelta(days=1)).isoformat()
+    events = gl.http_list(
+        f"/users/{user.id}/events", query_data={"action": "pushed", "after": after}, get_all=True
+    )
+    project_ids = {p["id"] for p in personal} | {p["id"] for p in contributed}
+    project_ids |= {e["project_id"] for e in events}
+
+    emails = {_norm(e) for e in extra}
+    emails |= {_norm(f"{user.id}-{user.username}@users.noreply.{host}"),
+               _norm(f"{user.username}@users.noreply.{host}")}
+    if getattr(user, "public_email", None):
+        emails.add(_norm(user.public_email))
+    names = {_norm(user.name), _norm(user.username)}
+
+    def commits_of(project_id: int) -> list[dict[str, Any]]:
+        try:
+            return list(gl.http_list(
+                f"/projects/{project_id}/repository/commits",
+                query_data={"all": "true", "since": start.isoformat()},
+                get_all=True,
+            ))
+        except gitlab.exceptions.GitlabHttpError as exc:
+            if exc.response_code == 404:
+                return []
+            raise
+
+    with ThreadPoolExecutor(max_workers=project_workers) as pool:
+        per_project = list(pool.map(commits_of, sorted(project_ids)))
+    shas: set[str] = set()
+    for commits in per_project:
+        for c in commits:
+            authored = datetime.fromisoformat(c["authored_date"].replace("Z", "+00:00"))
+            if not (start <= authored < end):
+                continue
+            if _norm(c["author_email"]) in emails or _norm(c["author_name"]) in names:
+                shas.add(c["id"])
+    return len(shas)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--users", required=True, help="JSON file: {username: [extra emails]}")
+    parser.add_argument("--now", required=True)
+    parser.add_argument("--lookback-days", type=float, default=30)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--user-workers", type=int, default=16)
+    parser.add_argument("--project-workers", type=int, default=8)
+    args = parser.parse_args()
+    with open(args.users, encoding="utf-8") as handle:
+        users: dict[str, list[str]] = json.load(handle)
+    end = datetime.fromisoformat(args.now)
+    start = end - timedelta(days=args.lookback_days)
+    gl = gitlab.Gitlab(args.url, private_token=args.token, per_page=100,
+                       retry_transient_errors=True)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.user_workers) as pool:
+        futures = {
+            name: pool.submit(scan_user, gl, name, extra, start, end, args.host,
+                              args.project_workers)
+            for name, extra in users.items()
+        }
+    commits: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            commits[name] = future.result()
+        except Exception as exc:  # the old tool's "Error" status
+            failed[name] = f"{type(exc).__name__}: {exc}"[:200]
+    print(json.dumps({
+        "wall_seconds": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "commits": commits,
+        "failed": failed,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The exporter under benchmark, in its own process (so its peak RSS is its own).
+
+Reads commands on stdin, one per line, and answers each with one JSON line on stdout:
+``scan ISO-TIME`` runs one scan with the clock at that time; ``quit`` exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prometheus_client import generate_latest
+
+from exporter import __version__
+from exporter.collectors import build_registry
+from exporter.config import load_config
+from exporter.logs import configure_logging
+from exporter.service import ExporterService
+
+
+class StallMeter:
+    """A ticker task: the largest lateness of a 10 ms sleep while it runs."""
+
+    def __init__(self, tick: float = 0.01) -> None:
+        self.tick = tick
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.tick)
+            self.worst = max(self.worst, loop.time() - before - self.tick)
+
+    def __enter__(self) -> StallMeter:
+        self.worst = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def main(config_path: str) -> None:
+    configure_logging("warning", "console", stream=sys.stderr)
+    config = load_config(config_path)
+    now = datetime.now().astimezone()
+    service = ExporterService(config, clock=lambda: now)
+    registry = build_registry(lambda: service.snapshot, version=__version__)
+    service.attach_metrics(registry)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    async with service:
+        while True:
+            line = (await reader.readline()).decode().strip()
+            if not line or line == "quit":
+                break
+            command, _, argument = line.partition(" ")
+            if command != "scan":
+                raise SystemExit(f"unknown command {command!r}")
+            now = datetime.fromisoformat(argument)
+            with StallMeter() as stall:
+                started = time.perf_counter()
+                snapshot = await service.scan_once()
+                wall = time.perf_counter() - started
+            render_started = time.perf_counter()
+            body = generate_latest(registry)
+            render = time.perf_counter() - render_started
+            result = {
+                "wall_seconds": wall,
+                "max_stall_ms": stall.worst * 1000,
+                "render_ms": render * 1000,
+                "metrics_bytes": len(body),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "users_failed": snapshot.last_scan.users_failed if snapshot.last_scan else None,
+                "commits": {
+                    name: state.stats.commits
+                    for name, state in snapshot.users.items()
+                    if state.stats is not None
+                },
+                "client_requests": service.client.request_count,
+            }
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))

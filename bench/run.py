@@ -1,0 +1,331 @@
+"""Benchmark: the exporter against the previous tool's approach, on the GitLab simulator.
+
+    python bench/run.py --scenarios small,medium
+
+Per scenario (a generated organisation, seeded) the simulator adds 50 ms to every request
+and enforces gitlab.com's published rate limits. The exporter runs in a child process:
+a first scan, then a steady-state scan after 5 % of the projects received new commits
+(pushed by their authors). Then the baseline (``bench/baseline_threads.py``) computes the
+same numbers from the same simulator. Both are checked against each other and against the
+simulator's independent truth. Prints a table; writes JSON to ``build/bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter.gitlab.pacing import ALL, GITLAB_COM_ENDPOINT_LIMITS  # noqa: E402
+from exporter.simulator.generate import generate_org  # noqa: E402
+from exporter.simulator.model import Org  # noqa: E402
+from exporter.simulator.server import GITLAB_COM_LIMITS, SimulatorServer  # noqa: E402
+from exporter.simulator.truth import expected_activity  # noqa: E402
+from exporter.simulator.workload import add_new_work  # noqa: E402
+
+SCENARIOS: dict[str, tuple[int, int]] = {
+    "micro": (5, 12),
+    "small": (20, 60),
+    "medium": (200, 1000),
+    "large": (2000, 10000),
+}
+TOKEN = "glpat-bench-0123456789abcdef"
+HOST = "127.0.0.1"
+LOOKBACK_DAYS = 30
+CONCURRENCY = 16
+COMMITS = "/projects/:id/repository/commits"
+
+
+def _pages(n: int) -> int:
+    return max(1, math.ceil(n / 100))
+
+
+def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> Counter[str]:
+    """The fewest requests the answer needs, by endpoint.
+
+    First scan (``discovery``): per user the lookup, details, both project listings and
+    push events; per project in any user's set with activity in the window, its commit
+    pages. Steady state: push events per user, and one request per changed project.
+    """
+    need: Counter[str] = Counter()
+    start = org.now - timedelta(days=LOOKBACK_DAYS)
+    after = start.date() - timedelta(days=1)
+    projects: set[int] = set()
+    for user in org.users.values():
+        pushes = [
+            e for e in org.events.get(user.id, [])
+            if e.action == "pushed" and e.created_at.astimezone(UTC).date() > after
+        ]
+        need["/users/:id/events"] += _pages(len(pushes))
+        personal = set(org.personal_project_ids(user.id))
+        contributed = set(org.contributed.get(user.id, []))
+        if discovery:
+            need["/users"] += 1
+            need["/users/:id"] += 1
+            need["/users/:id/projects"] += _pages(len(personal))
+            need["/users/:id/contributed_projects"] += _pages(len(contributed))
+        projects |= personal | contributed | {e.project_id for e in pushes}
+    if changed is not None:
+        need[COMMITS] += len(changed & projects)
+        return need
+    for pid in projects:
+        project = org.projects.get(pid)
+        if project is None or project.last_activity_at < start:
+            continue
+        need[COMMITS] += _pages(len(org.commits_between(pid, start, None)))
+    return need
+
+
+def bound_seconds(need: Counter[str], latency: float) -> dict[str, float]:
+    """Physical bounds: latency over concurrency, and the rate limits.
+
+    ``rate``: the token-wide limit; ``endpoint``: per limited route. For a limit, the
+    requests beyond one window's allowance, at the limit's rate (a first window's worth
+    may go at once).
+    """
+    total = sum(need.values())
+    general_n, general_p = GITLAB_COM_ENDPOINT_LIMITS[ALL]
+    endpoint = 0.0
+    for route, (limit, period) in GITLAB_COM_ENDPOINT_LIMITS.items():
+        if route != ALL and need.get(route, 0) > limit:
+            endpoint = max(endpoint, (need[route] - limit) * period / limit)
+    latency_bound = total * latency / CONCURRENCY
+    rate_bound = max(0, total - general_n) * general_p / general_n
+    return {
+        "latency": latency_bound,
+        "rate": rate_bound,
+        "endpoint": endpoint,
+        "bound": max(latency_bound, rate_bound, endpoint),
+    }
+
+
+def write_config(org: Org, url: str, directory: Path) -> Path:
+    people = sorted(org.users.values(), key=lambda u: u.id)
+    document = {
+        "gitlab": {
+            "url": url,
+            "token": TOKEN,
+            "requests_per_second": 200,  # the gitlab.com limits below do the pacing
+            "max_concurrency": CONCURRENCY,
+            "timeout_seconds": 60,
+            "max_retries": 6,
+            "endpoint_limits": "gitlab.com",
+        },
+        "scan": {
+            "lookback_days": LOOKBACK_DAYS,
+            "timezone": "UTC",
+            "discovery_interval_seconds": 3600,
+        },
+        "users": [{"username": u.username, "emails": list(u.extra_emails)} for u in people],
+    }
+    path = directory / "config.yml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def truth_commits(org: Org) -> dict[str, int]:
+    truth = expected_activity(
+        org,
+        usernames=[u.username for u in org.users.values()],
+        timezone="UTC",
+        periods={"day": "00:00-24:00"},
+        lookback_days=LOOKBACK_DAYS,
+        now=org.now,
+        extra_emails=org.extra_emails,
+    )
+    return {name: t.commits for name, t in truth.items()}
+
+
+class Child:
+    """The exporter process: one JSON line per ``scan`` command."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, config: Path) -> Child:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "bench" / "exporter_child.py"), str(config),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def scan(self, org: Org) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"scan {org.now.isoformat()}\n".encode())
+        await self.process.stdin.drain()
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the exporter process ended")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"quit\n")
+        await self.process.stdin.drain()
+        await self.process.wait()
+
+
+def count(sim: SimulatorServer, mark: int) -> tuple[int, int]:
+    records = sim.log.entries[mark:]
+    return len(records), sum(1 for r in records if r.status == 429)
+
+
+async def run_scenario(
+    name: str, *, seed: int, latency_ms: int, baseline: bool, workdir: Path
+) -> dict[str, Any]:
+    users, projects = SCENARIOS[name]
+    org = generate_org(seed, users=users, projects=projects, host=HOST)
+    latency = latency_ms / 1000
+    result: dict[str, Any] = {"scenario": name, "users": users, "projects": projects}
+    async with SimulatorServer(org, token=TOKEN, limits=GITLAB_COM_LIMITS, host=HOST,
+                               port=0) as sim:
+        sim.faults.latency_ms = latency_ms
+        child = await Child.start(write_config(org, sim.url, workdir))
+        try:
+            for phase in ("first", "steady"):
+                changed: set[int] | None = None
+                if phase == "steady":
+                    changed = add_new_work(org, share=0.05, push=True, seed=seed)
+                need = needed_requests(org, discovery=phase == "first", changed=changed)
+                mark = len(sim.log)
+                measured = await child.scan(org)
+                requests, throttled = count(sim, mark)
+                truth = truth_commits(org)
+                bounds = bound_seconds(need, latency)
+                result[phase] = {
+                    "requests": requests,
+                    "requests_429": throttled,
+                    "needed_requests": sum(need.values()),
+                    **{k: v for k, v in measured.items() if k != "commits"},
+                    "bound_seconds": bounds,
+                    "ratio_to_bound": measured["wall_seconds"] / max(bounds["bound"], 1e-9),
+                    "equals_truth": measured["commits"] == truth,
+                }
+                result[f"{phase}_commits"] = measured["commits"]
+        finally:
+            await child.stop()
+        if baseline:
+            sim.limits.reset()
+            users_file = workdir / "users.json"
+            users_file.write_text(json.dumps({u.username: list(u.extra_emails)
+                                              for u in org.users.values()}))
+            mark = len(sim.log)
+            started = time.perf_counter()
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "bench" / "baseline_threads.py"),
+                "--url", sim.url, "--token", TOKEN, "--users", str(users_file),
+                "--now", org.now.isoformat(), "--lookback-days", str(LOOKBACK_DAYS),
+                "--host", HOST, stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await process.communicate()
+            wall = time.perf_counter() - started
+            requests, throttled = count(sim, mark)
+            measured = json.loads(out)
+            result["baseline"] = {
+                "requests": requests,
+                "requests_429": throttled,
+                "wall_seconds": measured["wall_seconds"],
+                "process_seconds": wall,
+                "peak_rss_mb": measured["peak_rss_mb"],
+                "failed_users": len(measured["failed"]),
+                "agrees_with_exporter": measured["commits"] == result["steady_commits"],
+                "equals_truth": measured["commits"] == truth_commits(org),
+            }
+    result.pop("first_commits")
+    result.pop("steady_commits")
+    return result
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (f"{'scenario':<8} {'run':<9} {'requests':>8} {'429s':>5} {'wall s':>8} "
+            f"{'bound s':>8} {'ratio':>6} {'RSS MB':>7} {'render ms':>9} {'metrics KB':>10} "
+            f"{'stall ms':>8} {'exact':>5}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        for phase in ("first", "steady"):
+            p = r[phase]
+            lines.append(
+                f"{r['scenario']:<8} {phase:<9} {p['requests']:>8} {p['requests_429']:>5} "
+                f"{p['wall_seconds']:>8.2f} {p['bound_seconds']['bound']:>8.2f} "
+                f"{p['ratio_to_bound']:>6.2f} {p['peak_rss_mb']:>7.1f} {p['render_ms']:>9.2f} "
+                f"{p['metrics_bytes'] / 1024:>10.1f} {p['max_stall_ms']:>8.1f} "
+                f"{'yes' if p['equals_truth'] else 'NO':>5}"
+            )
+        b = r.get("baseline")
+        if b:
+            lines.append(
+                f"{r['scenario']:<8} {'baseline':<9} {b['requests']:>8} {b['requests_429']:>5} "
+                f"{b['wall_seconds']:>8.2f} {'':>8} {'':>6} {b['peak_rss_mb']:>7.1f} "
+                f"{'':>9} {'':>10} {'':>8} {'yes' if b['equals_truth'] else 'NO':>5}"
+            )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            print(f"running {name}...", file=sys.stderr, flush=True)
+            results.append(await run_scenario(
+                name, seed=args.seed, latency_ms=args.latency_ms,
+                baseline=not args.no_baseline, workdir=Path(tmp),
+            ))
+    print(table(results))
+    return report(results, args)
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    ok = True
+    for r in results:
+        checks = [r["first"]["equals_truth"], r["steady"]["equals_truth"]]
+        if "baseline" in r:
+            checks.append(r["baseline"]["agrees_with_exporter"])
+            b = r["baseline"]["requests"]
+            print(f"{r['scenario']}: first scan requests {r['first']['requests'] / b:.1%} of the "
+                  f"baseline's; steady state {r['steady']['requests'] / r['first']['requests']:.1%}"
+                  f" of the first scan; exporter and baseline agree: "
+                  f"{r['baseline']['agrees_with_exporter']}")
+        ok = ok and all(checks)
+    output = Path(args.json)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"seed": args.seed, "latency_ms": args.latency_ms,
+                                  "results": results}, indent=2))
+    print(f"wrote {output}")
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="small,medium,large",
+                        help=f"comma-separated, of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()
