@@ -19,6 +19,10 @@ A project costs no commit request in a scan unless something says it changed:
 
 Projects found only through push events have no ``last_activity_at``: they are fetched
 when first seen and then whenever a scanned user pushes to them again.
+
+Commits committed long before they were pushed lie behind the watermark: when a new
+push's head commit is not among what the incremental read returned (or a bulk push names
+none), the project's whole window is read again.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from exporter.attribution import Window
-from exporter.gitlab.api import CommitRecord, GitLabApi
+from exporter.gitlab.api import CommitRecord, GitLabApi, Push
 from exporter.gitlab.errors import NotFoundError
 
 log = structlog.get_logger("exporter.commit_store")
@@ -71,13 +75,19 @@ class ProjectHint:
     activity: datetime | None = None  # last_activity_at from a listing
     listed_at: datetime | None = None  # when that listing was fetched
     pushed_at: datetime | None = None  # latest push event of a scanned user
+    pushes: tuple[Push, ...] = ()  # scanned users' push events to it in the window
 
     def combine(self, other: ProjectHint) -> ProjectHint:
         return ProjectHint(
             activity=_latest(self.activity, other.activity),
             listed_at=_latest(self.listed_at, other.listed_at),
             pushed_at=_latest(self.pushed_at, other.pushed_at),
+            pushes=self.pushes + other.pushes,
         )
+
+    @classmethod
+    def of_pushes(cls, pushes: Sequence[Push]) -> ProjectHint:
+        return cls(pushed_at=max(p.created_at for p in pushes), pushes=tuple(pushes))
 
 
 def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -221,6 +231,7 @@ class IncrementalCommits:
         self._tasks: dict[int, asyncio.Task[Sequence[StoredCommit]]] = {}
         self.requests_planned = 0
         self.projects_skipped = 0
+        self.full_rereads = 0
 
     @property
     def projects_fetched(self) -> int:
@@ -252,8 +263,14 @@ class IncrementalCommits:
             self.projects_skipped += 1
             return store.commits(project_id)
         self.requests_planned += 1
+        known_push = state.pushed if state is not None else None
         try:
             records = await self._api.project_commits(project_id, since)
+            if state is not None and self._late_push(project_id, hint, known_push, records):
+                # a new push's head is not among what the watermark found: its commits
+                # carry older committer dates (pushed late); read the whole window
+                self.full_rereads += 1
+                records = await self._api.project_commits(project_id, window.start)
         except NotFoundError:
             # A listed project without a visible repository (disabled, empty, or
             # gone since listing) has no commits for anyone.
@@ -270,6 +287,22 @@ class IncrementalCommits:
             replace=state is None,
         )
         return store.commits(project_id)
+
+    def _late_push(
+        self,
+        project_id: int,
+        hint: ProjectHint,
+        known_push: datetime | None,
+        records: Sequence[CommitRecord],
+    ) -> bool:
+        fetched = {r.sha for r in records}
+        kept = self._store.projects[project_id].commits
+        for push in hint.pushes:
+            if push.removed or (known_push is not None and push.created_at <= known_push):
+                continue
+            if push.head is None or (push.head not in fetched and push.head not in kept):
+                return True
+        return False
 
     async def get(self, project_id: int) -> Sequence[StoredCommit]:
         await self._ready.wait()

@@ -28,7 +28,7 @@ from exporter.attribution import (
 from exporter.commit_store import CommitStore, IncrementalCommits, ProjectHint
 from exporter.config import Config
 from exporter.discovery import DiscoveryCache
-from exporter.gitlab.api import CommitRecord, GitLabApi
+from exporter.gitlab.api import CommitRecord, GitLabApi, Push
 from exporter.gitlab.errors import GitLabError, NotFoundError
 from exporter.matching import Identity
 from exporter.periods import resolve_zone
@@ -228,9 +228,9 @@ class Scanner:
         found = await self.discovery.get(username, window.end)
         detail = found.user
         try:
-            pushed, merge_requests, issues = await asyncio.gather(
+            pushes, merge_requests, issues = await asyncio.gather(
                 # `after` excludes the named day: ask from the day before the window starts
-                self._api.pushed_projects(detail.id, window.start.date() - timedelta(days=1)),
+                self._api.pushes(detail.id, window.start.date() - timedelta(days=1)),
                 # authored by the user (scope=all); filtered to the window again below
                 self._api.merge_requests(detail.username, window.start),
                 self._api.issues(detail.username, window.start),
@@ -241,14 +241,17 @@ class Scanner:
         projects = ProjectSets(
             personal=frozenset(found.personal),
             contributed=frozenset(found.contributed),
-            pushed=frozenset(pushed),
+            pushed=frozenset(p.project_id for p in pushes),
         )
         hints: dict[int, ProjectHint] = {}
         for listing in (found.personal, found.contributed):
             for pid, activity in listing.items():
                 hints[pid] = ProjectHint(activity=activity, listed_at=found.refreshed_at)
-        for pid, at in pushed.items():
-            hints[pid] = hints.get(pid, ProjectHint()).combine(ProjectHint(pushed_at=at))
+        by_project: dict[int, list[Push]] = {}
+        for push in pushes:
+            by_project.setdefault(push.project_id, []).append(push)
+        for pid, found_pushes in by_project.items():
+            hints[pid] = hints.get(pid, ProjectHint()).combine(ProjectHint.of_pushes(found_pushes))
         cache.arrive(username, hints)
         ids = sorted(projects.all)
         fetched = await asyncio.gather(*(cache.get(pid) for pid in ids))

@@ -9,7 +9,7 @@ from exporter.commit_store import CommitStore, ProjectHint, ProjectState, plan_f
 from exporter.config import Config
 from exporter.gitlab.api import CommitRecord
 from exporter.service import ExporterService
-from exporter.simulator.model import Org
+from exporter.simulator.model import Commit, Event, Org
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.workload import add_new_work
 from exporter.snapshot import Snapshot
@@ -163,3 +163,37 @@ def test_store_merges_by_sha_and_tracks_the_committer_watermark() -> None:
     assert project.commits["a"].author_email == "alice@example.com"
     assert project.commits["a"].author_name == "alice"
     assert store.prune(1, authored + timedelta(seconds=1)) == 2
+
+
+async def test_a_late_push_of_old_commits_is_found(org: Org, sim: SimulatorServer) -> None:
+    """Commits committed days ago and pushed now lie behind the watermark: the push's
+    head is not among the incremental answer, so the project's window is read again."""
+    config = make_config(org, sim.url, discovery_interval_seconds=3600)
+    service = ExporterService(config, clock=lambda: org.now)
+    async with service:
+        await service.scan_once()
+        people = {ident: u for u in org.users.values() for ident in u.commit_identities}
+        pid, template = next(
+            (pid, c)
+            for pid, commits in sorted(org.commits.items())
+            for c in commits
+            if (c.author_name, c.author_email) in people
+        )
+        author = people[(template.author_name, template.author_email)]
+        org.now += timedelta(minutes=10)
+        old = org.now - timedelta(days=3)
+        late = Commit(sha="f" * 40, title="Old work", message="Old work",
+                      author_name=template.author_name, author_email=template.author_email,
+                      authored_date=old, committed_date=old)
+        org.add_commits(pid, [late])
+        org.add_event(Event(id=org.next_event_id(), user_id=author.id, project_id=pid,
+                            created_at=org.now - timedelta(minutes=1),
+                            push_data={"commit_count": 1, "commit_from": None,
+                                       "commit_to": late.sha, "ref": "old-branch",
+                                       "ref_type": "branch", "action": "pushed"}))
+        mark = len(sim.log)
+        snapshot = await service.scan_once()
+    assert_exact(snapshot, org, config)
+    assert late.sha in service.scanner.store.projects[pid].commits
+    reads = [q for q in commit_requests(sim, mark) if q["path"].split("/")[4] == str(pid)]
+    assert len(reads) == 2  # the incremental read, then the whole window

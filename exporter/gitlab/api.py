@@ -23,6 +23,7 @@ __all__ = [
     "GitLabApi",
     "ItemRef",
     "ProjectRef",
+    "Push",
     "UserDetail",
     "UserRef",
     "format_gitlab_datetime",
@@ -64,6 +65,16 @@ class CommitRecord:
     authored_date: datetime
     # what ``since`` filters on; not part of a commit's identity
     committed_date: datetime | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A push event: when, and the newest commit it brought (``None``: bulk or deletion)."""
+
+    project_id: int
+    created_at: datetime
+    head: str | None
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,21 +209,27 @@ class GitLabApi:
             ids.add(shape.req_int(shape.obj(raw, "event"), "project_id"))
         return ids
 
-    async def pushed_projects(self, user_id: int, after: date) -> dict[int, datetime]:
-        """Project id -> time of the user's latest push there, after the day ``after``."""
+    async def pushes(self, user_id: int, after: date) -> list[Push]:
+        """The user's push events after the day ``after`` (that day excluded)."""
         endpoint = "/users/:id/events"
         shape = _Shape(endpoint)
         params = {"action": "pushed", "after": after.isoformat()}
-        latest: dict[int, datetime] = {}
+        pushes: list[Push] = []
         async for raw in self._client.paginate(
             f"/users/{_id(user_id, 'user_id')}/events", params, endpoint=endpoint
         ):
             obj = shape.obj(raw, "event")
-            project_id = shape.req_int(obj, "project_id")
-            created = shape.req_datetime(obj, "created_at")
-            if project_id not in latest or created > latest[project_id]:
-                latest[project_id] = created
-        return latest
+            data = obj.get("push_data")
+            data = shape.obj(data, "field 'push_data'") if data is not None else {}
+            pushes.append(
+                Push(
+                    project_id=shape.req_int(obj, "project_id"),
+                    created_at=shape.req_datetime(obj, "created_at"),
+                    head=shape.opt_str(data, "commit_to"),
+                    removed=data.get("action") == "removed",
+                )
+            )
+        return pushes
 
     async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
         """Commits on every branch whose committer date is at or after ``since``."""
