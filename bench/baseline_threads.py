@@ -2,7 +2,8 @@
 
 python-gitlab, a thread pool over users and, per user, a thread pool over projects; every
 user lists their projects (personal, contributed, pushed to) and fetches all commits of
-each (``all=true``, the whole window, no author filter), matching authors locally. Users
+each (``all=true``, every branch, the whole history unless ``--since``; no author
+filter), keeping those authored in the window and matching authors locally. Users
 sharing a project each fetch it again. Author matching follows the exporter's rules
 (emails incl. GitLab's no-reply forms, display name or username), so both must agree.
 
@@ -28,7 +29,7 @@ def _norm(value: str) -> str:
 
 def scan_user(
     gl: gitlab.Gitlab, username: str, extra: list[str], start: datetime, end: datetime,
-    host: str, project_workers: int,
+    host: str, project_workers: int, use_since: bool,
 ) -> int:
     found = gl.users.list(username=username)
     if not found:
@@ -54,7 +55,7 @@ def scan_user(
         try:
             return list(gl.http_list(
                 f"/projects/{project_id}/repository/commits",
-                query_data={"all": "true", "since": start.isoformat()},
+                query_data={"all": "true", **({"since": start.isoformat()} if use_since else {})},
                 get_all=True,
             ))
         except gitlab.exceptions.GitlabHttpError as exc:
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--user-workers", type=int, default=16)
     parser.add_argument("--project-workers", type=int, default=8)
+    parser.add_argument("--since", action="store_true",
+                        help="ask only for the window (the previous tool read all history)")
     args = parser.parse_args()
     with open(args.users, encoding="utf-8") as handle:
         users: dict[str, list[str]] = json.load(handle)
@@ -96,7 +99,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=args.user_workers) as pool:
         futures = {
             name: pool.submit(scan_user, gl, name, extra, start, end, args.host,
-                              args.project_workers)
+                              args.project_workers, args.since)
             for name, extra in users.items()
         }
     commits: dict[str, int] = {}

@@ -186,7 +186,8 @@ def count(sim: SimulatorServer, mark: int) -> tuple[int, int]:
 
 
 async def run_scenario(
-    name: str, *, seed: int, latency_ms: int, baseline: bool, workdir: Path
+    name: str, *, seed: int, latency_ms: int, baseline: bool, workdir: Path,
+    baseline_since: bool = False,
 ) -> dict[str, Any]:
     users, projects = SCENARIOS[name]
     org = generate_org(seed, users=users, projects=projects, host=HOST)
@@ -230,7 +231,8 @@ async def run_scenario(
                 sys.executable, str(ROOT / "bench" / "baseline_threads.py"),
                 "--url", sim.url, "--token", TOKEN, "--users", str(users_file),
                 "--now", org.now.isoformat(), "--lookback-days", str(LOOKBACK_DAYS),
-                "--host", HOST, stdout=asyncio.subprocess.PIPE,
+                "--host", HOST, *(["--since"] if baseline_since else []),
+                stdout=asyncio.subprocess.PIPE,
             )
             out, _ = await process.communicate()
             wall = time.perf_counter() - started
@@ -290,6 +292,7 @@ async def main_async(args: argparse.Namespace) -> int:
             results.append(await run_scenario(
                 name, seed=args.seed, latency_ms=args.latency_ms,
                 baseline=not args.no_baseline, workdir=Path(tmp),
+                baseline_since=args.baseline_since,
             ))
     print(table(results))
     return report(results, args)
@@ -322,6 +325,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--baseline-since", action="store_true",
+                        help="let the baseline ask only for the window's commits")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
     args = parser.parse_args()
     sys.exit(asyncio.run(main_async(args)))

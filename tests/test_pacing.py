@@ -79,6 +79,30 @@ def test_gate_holds_a_route_whose_remaining_budget_ran_out_until_its_reset() -> 
     assert gate.delay("/users/:id/contributed_projects") == 0
 
 
+async def test_header_budget_replaces_the_configured_window_and_returns_at_reset() -> None:
+    clock = FakeClock()
+    gate = RateGate({"/users/:id/contributed_projects": (10, 60.0)}, clock=clock,
+                    wall_clock=lambda: 5000.0 + clock.now)
+    route = "/users/:id/contributed_projects"
+    headers = {"RateLimit-Name": "user_contributed_projects_api", "RateLimit-Limit": "100",
+               "RateLimit-Remaining": "3", "RateLimit-Reset": str(5000 + 1000 + 20)}
+    gate.observe(route, headers)
+    tickets = []
+    for _ in range(3):  # exactly what GitLab says is left may be on its way
+        assert gate.delay(route) == 0
+        tickets.append(await gate.acquire(route))
+    assert gate.delay(route) > 0
+    for ticket in tickets:
+        ticket.sent()
+        gate.observe(route, {**headers, "RateLimit-Remaining": "0"})
+        ticket.close()
+    assert 20 <= gate.delay(route) <= 21  # spent: wait for GitLab's reset
+    clock.now += 21  # GitLab's window is over: its whole allowance is back
+    for _ in range(50):  # more than the configured sliding window's 9 would allow
+        assert gate.delay(route) == 0
+        await gate.acquire(route)
+
+
 def test_endpoint_limits_config() -> None:
     doc = config_document(_dummy_org(), "http://x.example")
     doc["gitlab"]["endpoint_limits"] = "gitlab.com"

@@ -9,8 +9,9 @@ in any period-long stretch: then no aligned window can see more, whatever the cl
 offset between us and GitLab. Requests of other endpoints are not held up meanwhile.
 
 Independently of configuration, the gate reads ``RateLimit-Name``, ``RateLimit-Remaining``
-and ``RateLimit-Reset`` from every response: when the remaining budget of a limit is
-about to run out it holds the requests under that limit until its reset.
+and ``RateLimit-Reset`` from every response: once GitLab describes a limit, its remaining
+budget, less the requests still on their way, decides, and when it is spent the
+requests under that limit wait for its reset instead of meeting a 429.
 """
 
 from __future__ import annotations
@@ -92,8 +93,24 @@ class Ticket:
         self._gate._in_flight[self._endpoint] -= 1
 
 
+class _Budget:
+    """What GitLab last said is left of one limit in its current window."""
+
+    __slots__ = ("limit", "remaining", "reset")
+
+    def __init__(self, remaining: float, reset: float, limit: float | None) -> None:
+        self.remaining = remaining
+        self.reset = reset  # clock() time the window ends; inf when not yet known
+        self.limit = limit
+
+
 class RateGate:
-    """Holds requests back per endpoint: configured limits, then GitLab's own headers."""
+    """Holds requests back per endpoint: configured limits, then GitLab's own headers.
+
+    Once GitLab's ``RateLimit-*`` headers describe a limit, they govern it instead of the
+    configured sliding window: requests go while the remaining budget, less requests in
+    flight, lasts, and the full budget returns at ``RateLimit-Reset``.
+    """
 
     def __init__(
         self,
@@ -110,15 +127,33 @@ class RateGate:
         self._windows = {endpoint: _Window(*value) for endpoint, value in limits.items()}
         self._in_flight: dict[str, int] = {}
         self._names: dict[str, set[str]] = {}  # RateLimit-Name -> endpoints it was seen on
-        self._blocked: dict[str, float] = {}  # RateLimit-Name -> clock() when it resets
+        self._budgets: dict[str, _Budget] = {}  # RateLimit-Name -> what is left
         self.waits = 0  # times a request was held back, for logs and tests
 
+    def _names_for(self, endpoint: str) -> list[str]:
+        """Limits known from headers that apply: the route's own, and token-wide ones."""
+        return [
+            name
+            for name, routes in self._names.items()
+            if endpoint in routes or len(routes) > 1  # seen on several routes: token-wide
+        ]
+
     def _windows_for(self, endpoint: str) -> list[_Window]:
-        windows = [self._general] if self._general is not None else []
+        names = self._names_for(endpoint)
+        windows = []
+        if self._general is not None and not any(len(self._names[n]) > 1 for n in names):
+            windows.append(self._general)
         specific = self._windows.get(endpoint)
-        if specific is not None:
+        if specific is not None and not any(len(self._names[n]) == 1 for n in names):
             windows.append(specific)
         return windows
+
+    def _budget(self, name: str, now: float) -> _Budget:
+        budget = self._budgets[name]
+        if budget.reset <= now:  # the window is over: its full allowance is back
+            budget.remaining = budget.limit if budget.limit is not None else math.inf
+            budget.reset = math.inf  # until an answer names the new window's end
+        return budget
 
     def delay(self, endpoint: str) -> float:
         """Seconds until a request to ``endpoint`` may start (0: now)."""
@@ -126,11 +161,15 @@ class RateGate:
         wait = 0.0
         for window in self._windows_for(endpoint):
             wait = max(wait, window.delay(now))
-        for name, until in self._blocked.items():
-            if until > now:
-                seen = self._names.get(name, set())
-                if endpoint in seen or len(seen) > 1:  # on several routes: token-wide
-                    wait = max(wait, until - now)
+        for name in self._names_for(endpoint):
+            budget = self._budget(name, now)
+            # requests on their way may not be in GitLab's count yet: keep room for them
+            if len(self._names[name]) > 1:
+                unseen = sum(self._in_flight.values())
+            else:
+                unseen = self._in_flight.get(endpoint, 0)
+            if budget.remaining - unseen < 1:
+                wait = max(wait, budget.reset - now if budget.reset < math.inf else _POLL)
         return wait
 
     async def acquire(self, endpoint: str) -> Ticket:
@@ -148,21 +187,36 @@ class RateGate:
         return Ticket(self, endpoint, windows)
 
     def observe(self, endpoint: str, headers: Mapping[str, str]) -> None:
-        """Learn from a response's ``RateLimit-*`` headers; hold back before a 429."""
+        """Learn a limit's budget from a response's ``RateLimit-*`` headers."""
         name = headers.get("RateLimit-Name") or "unnamed"
         remaining = _number(headers.get("RateLimit-Remaining"))
         reset = _number(headers.get("RateLimit-Reset"))
+        reported = remaining is not None and reset is not None
+        now = self.clock()
+        for other in self._names_for(endpoint):
+            # GitLab counted this request under limits the answer does not report on
+            # (a route's own limit is shown instead of the token-wide one): count it here
+            if not reported or other != name:
+                self._budget(other, now).remaining -= 1
         if remaining is None or reset is None:
             return
-        routes = self._names.setdefault(name, set())
-        routes.add(endpoint)
-        if len(routes) > 1:  # a token-wide limit: every request in flight counts
-            in_flight = sum(self._in_flight.values())
-        else:
-            in_flight = self._in_flight.get(endpoint, 0)
-        if remaining <= max(1, in_flight):
-            until = self.clock() + max(0.0, reset - self._wall()) + HEADER_MARGIN
-            self._blocked[name] = max(self._blocked.get(name, 0.0), until)
+        self._names.setdefault(name, set()).add(endpoint)
+        ends = now + max(0.0, reset - self._wall()) + HEADER_MARGIN
+        limit = _number(headers.get("RateLimit-Limit"))
+        budget = self._budgets.get(name)
+        if budget is None:
+            self._budgets[name] = _Budget(remaining, ends, limit)
+            return
+        self._budget(name, now)
+        if limit is not None:
+            budget.limit = limit
+        if ends <= now:
+            return  # an answer from a window that is already over
+        if budget.reset == math.inf or ends > budget.reset + HEADER_MARGIN:
+            budget.reset = ends  # a new window
+            budget.remaining = remaining
+        else:  # answers arrive out of order: the lowest count is the latest
+            budget.remaining = min(budget.remaining, remaining)
 
 
 def _number(value: str | None) -> float | None:
