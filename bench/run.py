@@ -89,7 +89,7 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
     return need
 
 
-def bound_seconds(need: Counter[str], latency: float) -> dict[str, float]:
+def bound_seconds(need: Counter[str], latency: float, *, limits: bool = True) -> dict[str, float]:
     """Physical bounds: latency over concurrency, and the rate limits.
 
     ``rate``: the token-wide limit; ``endpoint``: per limited route. For a limit, the
@@ -103,6 +103,8 @@ def bound_seconds(need: Counter[str], latency: float) -> dict[str, float]:
         if route != ALL and need.get(route, 0) > limit:
             endpoint = max(endpoint, (need[route] - limit) * period / limit)
     latency_bound = total * latency / CONCURRENCY
+    if not limits:
+        return {"latency": latency_bound, "rate": 0.0, "endpoint": 0.0, "bound": latency_bound}
     rate_bound = max(0, total - general_n) * general_p / general_n
     return {
         "latency": latency_bound,
@@ -112,7 +114,7 @@ def bound_seconds(need: Counter[str], latency: float) -> dict[str, float]:
     }
 
 
-def write_config(org: Org, url: str, directory: Path) -> Path:
+def write_config(org: Org, url: str, directory: Path, *, limits: bool = True) -> Path:
     people = sorted(org.users.values(), key=lambda u: u.id)
     document = {
         "gitlab": {
@@ -122,7 +124,7 @@ def write_config(org: Org, url: str, directory: Path) -> Path:
             "max_concurrency": CONCURRENCY,
             "timeout_seconds": 60,
             "max_retries": 6,
-            "endpoint_limits": "gitlab.com",
+            **({"endpoint_limits": "gitlab.com"} if limits else {}),
         },
         "scan": {
             "lookback_days": LOOKBACK_DAYS,
@@ -188,15 +190,17 @@ def count(sim: SimulatorServer, mark: int) -> tuple[int, int]:
 async def run_scenario(
     name: str, *, seed: int, latency_ms: int, baseline: bool, workdir: Path,
     baseline_since: bool = False,
+    limits: bool = True,
 ) -> dict[str, Any]:
     users, projects = SCENARIOS[name]
     org = generate_org(seed, users=users, projects=projects, host=HOST)
     latency = latency_ms / 1000
-    result: dict[str, Any] = {"scenario": name, "users": users, "projects": projects}
-    async with SimulatorServer(org, token=TOKEN, limits=GITLAB_COM_LIMITS, host=HOST,
-                               port=0) as sim:
+    result: dict[str, Any] = {"scenario": name, "users": users, "projects": projects,
+                              "gitlab_com_limits": limits}
+    async with SimulatorServer(org, token=TOKEN, limits=GITLAB_COM_LIMITS if limits else None,
+                               host=HOST, port=0) as sim:
         sim.faults.latency_ms = latency_ms
-        child = await Child.start(write_config(org, sim.url, workdir))
+        child = await Child.start(write_config(org, sim.url, workdir, limits=limits))
         try:
             for phase in ("first", "steady"):
                 changed: set[int] | None = None
@@ -207,7 +211,7 @@ async def run_scenario(
                 measured = await child.scan(org)
                 requests, throttled = count(sim, mark)
                 truth = truth_commits(org)
-                bounds = bound_seconds(need, latency)
+                bounds = bound_seconds(need, latency, limits=limits)
                 result[phase] = {
                     "requests": requests,
                     "requests_429": throttled,
@@ -292,7 +296,7 @@ async def main_async(args: argparse.Namespace) -> int:
             results.append(await run_scenario(
                 name, seed=args.seed, latency_ms=args.latency_ms,
                 baseline=not args.no_baseline, workdir=Path(tmp),
-                baseline_since=args.baseline_since,
+                baseline_since=args.baseline_since, limits=not args.no_limits,
             ))
     print(table(results))
     return report(results, args)
@@ -325,6 +329,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-limits", action="store_true",
+                        help="no rate limits in the simulator (e.g. to measure `large` quickly)")
     parser.add_argument("--baseline-since", action="store_true",
                         help="let the baseline ask only for the window's commits")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))

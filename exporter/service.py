@@ -111,7 +111,9 @@ class ExporterService:
             shard=self.shard,
         )
         if self.config.state_file is not None:
-            saved = await asyncio.to_thread(load_state, self.config.state_file, self.config)
+            saved = await asyncio.to_thread(
+                load_state, self.config.state_file, self.config, self._shard_key
+            )
             if saved is not None:  # serve the last numbers at once, resume incrementally
                 self._scanner.store = saved.store
                 self._scanner.discovery.entries = saved.discoveries
@@ -165,6 +167,10 @@ class ExporterService:
         await self._save_state()
         return self._snapshot
 
+    @property
+    def _shard_key(self) -> str:
+        return f"{self.shard.index}/{self.shard.count}"
+
     async def _save_state(self) -> None:
         path = self.config.state_file
         if path is None or self._scanner is None:
@@ -179,6 +185,7 @@ class ExporterService:
                 store=self._scanner.store,
                 discovery=self._scanner.discovery,
                 snapshot=self._snapshot,
+                shard=self._shard_key,
             )
         except (OSError, sqlite3.Error) as exc:
             log.warning("state file not written", path=str(path), error=str(exc))

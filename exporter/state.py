@@ -3,7 +3,7 @@
 ``scan.state_file`` is an SQLite database (standard library ``sqlite3``). It is written
 whole into a temporary file next to it and renamed over it, so a crash mid-write leaves
 the previous state readable. It carries a schema version and a fingerprint of the
-settings its numbers depend on (GitLab URL, look-back, time zone, periods). A missing,
+settings its numbers depend on (GitLab URL, look-back, time zone, periods, shard). A missing,
 unreadable, corrupt, foreign-version or other-settings file means a full scan and one log
 line, never a crash; a state file that cannot be written is a warning.
 """
@@ -62,11 +62,12 @@ class SavedState:
     snapshot: Snapshot
 
 
-def fingerprint(config: Config) -> str:
-    """The settings stored numbers depend on."""
+def fingerprint(config: Config, shard: str = "0/1") -> str:
+    """The settings stored numbers depend on (``shard``: ``index/count`` of the users)."""
     scan = config.scan
     return json.dumps(
-        [config.gitlab.url, scan.lookback_days, scan.timezone, sorted(scan.periods.items())]
+        [config.gitlab.url, scan.lookback_days, scan.timezone, sorted(scan.periods.items()),
+         shard]
     )
 
 
@@ -128,6 +129,8 @@ def snapshot_to_json(snapshot: Snapshot) -> str:
         {
             "users": users,
             "teams": {k: list(v) for k, v in snapshot.teams.items()},
+            "team_projects": dict(snapshot.team_projects),
+            "info_teams": sorted(snapshot.info_teams) if snapshot.info_teams is not None else None,
             "periods": list(snapshot.periods),
             "last_scan": dataclasses.asdict(last) if last is not None else None,
             "last_complete_scan_end": snapshot.last_complete_scan_end,
@@ -136,7 +139,7 @@ def snapshot_to_json(snapshot: Snapshot) -> str:
     )
 
 
-def snapshot_from_json(text: str) -> Snapshot:
+def snapshot_from_json(text: str, config: Config) -> Snapshot:
     data = json.loads(text)
     users = {
         name: UserState(
@@ -153,10 +156,13 @@ def snapshot_from_json(text: str) -> Snapshot:
     return Snapshot(
         users=frozen_map(users),
         teams=frozen_map({k: tuple(v) for k, v in data["teams"].items()}),
+        team_projects=frozen_map({str(k): str(v) for k, v in data["team_projects"].items()}),
+        info_teams=frozenset(data["info_teams"]) if data["info_teams"] is not None else None,
         periods=tuple(data["periods"]),
         last_scan=ScanSummary(**last) if last is not None else None,
         last_complete_scan_end=data["last_complete_scan_end"],
         scans_total=int(data["scans_total"]),
+        weights=config.score_weights,  # applied when rendering: today's configuration
     )
 
 
@@ -170,6 +176,7 @@ def save_state(
     store: CommitStore,
     discovery: DiscoveryCache,
     snapshot: Snapshot,
+    shard: str = "0/1",
 ) -> None:
     """Write the whole state to ``path`` atomically (temporary file, then rename).
 
@@ -188,7 +195,7 @@ def save_state(
             [
                 ("application", APPLICATION),
                 ("schema_version", str(SCHEMA_VERSION)),
-                ("fingerprint", fingerprint(config)),
+                ("fingerprint", fingerprint(config, shard)),
             ],
         )
         conn.executemany(
@@ -245,7 +252,7 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _read(path: Path, config: Config) -> SavedState:
+def _read(path: Path, config: Config, shard: str) -> SavedState:
     with _read_only(path) as conn:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("application") != APPLICATION:
@@ -254,8 +261,10 @@ def _read(path: Path, config: Config) -> SavedState:
             raise StateError(
                 f"schema version {meta.get('schema_version')!r}, expected {SCHEMA_VERSION}"
             )
-        if meta.get("fingerprint") != fingerprint(config):
-            raise StateError("written for other settings (GitLab URL, window, zone or periods)")
+        if meta.get("fingerprint") != fingerprint(config, shard):
+            raise StateError(
+                "written for other settings (GitLab URL, window, zone, periods or shard)"
+            )
         store = CommitStore()
         for pid, fetched_at, activity, watermark, pushed in conn.execute(
             "SELECT * FROM projects"
@@ -288,17 +297,17 @@ def _read(path: Path, config: Config) -> SavedState:
         row = conn.execute("SELECT body FROM snapshot WHERE id = 1").fetchone()
         if row is None:
             raise StateError("no snapshot in it")
-        snapshot = snapshot_from_json(row[0])
+        snapshot = snapshot_from_json(row[0], config)
     return SavedState(store=store, discoveries=discoveries, snapshot=snapshot)
 
 
-def load_state(path: Path, config: Config) -> SavedState | None:
+def load_state(path: Path, config: Config, shard: str = "0/1") -> SavedState | None:
     """The saved state, or ``None`` (after one log line) when it cannot be used."""
     if not path.exists():
         log.info("no state file yet; the first scan is a full scan", path=str(path))
         return None
     try:
-        state = _read(path, config)
+        state = _read(path, config, shard)
     except StateError as exc:
         reason = str(exc)
     except (sqlite3.Error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -40,6 +40,8 @@ SAFETY = 0.95
 HEADER_MARGIN = 0.5
 """Seconds added to a ``RateLimit-Reset`` before requests under that limit go again."""
 _POLL = 0.05
+RECHECK = 0.5
+"""Longest sleep before a held request looks at the limits again."""
 
 
 class _Window:
@@ -179,7 +181,8 @@ class RateGate:
             if wait <= 0:
                 break
             self.waits += 1
-            await asyncio.sleep(wait)
+            # look again soon: an answer meanwhile may tell that the limit resets earlier
+            await asyncio.sleep(min(wait, RECHECK))
         windows = self._windows_for(endpoint)
         for window in windows:
             window.reserved += 1
