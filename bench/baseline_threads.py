@@ -1,11 +1,12 @@
 """The previous tool's approach, as the benchmark's baseline.
 
-python-gitlab, a thread pool over users and, per user, a thread pool over projects; every
-user lists their projects (personal, contributed, pushed to) and fetches all commits of
-each (``all=true``, every branch, the whole history unless ``--since``; no author
-filter), keeping those authored in the window and matching authors locally. Users
-sharing a project each fetch it again. Author matching follows the exporter's rules
-(emails incl. GitLab's no-reply forms, display name or username), so both must agree.
+python-gitlab, a thread pool over users and, per user, a thread pool over projects. Every
+user lists their merge requests and issues (as the exporter does) and their projects
+(personal, contributed, pushed to), and fetches all commits of each (``all=true``, every
+branch, the whole history unless ``--since``; no author filter), keeping those authored
+in the window and matching authors locally. Users sharing a project each fetch it again.
+Author matching follows the exporter's rules (emails incl. GitLab's no-reply forms,
+display name or username), so both must agree.
 
 Run by ``bench/run.py`` in its own process; prints one JSON object.
 """
@@ -41,6 +42,11 @@ def scan_user(
     events = gl.http_list(
         f"/users/{user.id}/events", query_data={"action": "pushed", "after": after}, get_all=True
     )
+    # the previous tool also counted the user's merge requests and issues
+    for kind in ("merge_requests", "issues"):
+        gl.http_list(f"/{kind}", query_data={
+            "scope": "all", "author_username": user.username,
+            "created_after": start.isoformat()}, get_all=True)
     project_ids = {p["id"] for p in personal} | {p["id"] for p in contributed}
     project_ids |= {e["project_id"] for e in events}
 

@@ -41,6 +41,9 @@ from exporter.gitlab.errors import NotFoundError
 
 log = structlog.get_logger("exporter.commit_store")
 
+PREFETCH_BATCH = 64
+"""Project decisions started per event-loop turn."""
+
 ACTIVITY_LAG = timedelta(hours=1)
 """GitLab updates a project's ``last_activity_at`` at most this often."""
 
@@ -229,6 +232,7 @@ class IncrementalCommits:
         if not self._waiting:
             self._ready.set()
         self._tasks: dict[int, asyncio.Task[Sequence[StoredCommit]]] = {}
+        self._prefetcher: asyncio.Task[None] | None = None
         self.requests_planned = 0
         self.projects_skipped = 0
         self.full_rereads = 0
@@ -251,6 +255,31 @@ class IncrementalCommits:
                 self._hints[pid] = hint if known is None else known.combine(hint)
         if not self._waiting:
             self._ready.set()
+            self._prefetcher = asyncio.ensure_future(self._prefetch(sorted(self._hints)))
+
+    async def _prefetch(self, project_ids: Sequence[int]) -> None:
+        """Start every project's decision, a few at a time so the loop keeps turning."""
+        for n, project_id in enumerate(project_ids, start=1):
+            self._task(project_id)
+            if n % PREFETCH_BATCH == 0:
+                await asyncio.sleep(0)
+
+    def _task(self, project_id: int) -> asyncio.Task[Sequence[StoredCommit]]:
+        task = self._tasks.get(project_id)
+        if task is None:
+            task = asyncio.ensure_future(self._resolve(project_id))
+            self._tasks[project_id] = task
+        return task
+
+    async def get_many(self, project_ids: Sequence[int]) -> list[Sequence[StoredCommit]]:
+        """The commits of each project, in order; a failed fetch raises its error."""
+        await self._ready.wait()
+        tasks = [self._task(pid) for pid in project_ids]
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            # asyncio.wait never cancels the shared tasks when this user is cancelled
+            await asyncio.wait(pending)
+        return [t.result() for t in tasks]
 
     async def _resolve(self, project_id: int) -> Sequence[StoredCommit]:
         store = self._store
@@ -319,6 +348,8 @@ class IncrementalCommits:
             self._store.retain(self._hints)
 
     def close(self) -> None:
+        if self._prefetcher is not None and not self._prefetcher.done():
+            self._prefetcher.cancel()
         for task in self._tasks.values():
             if not task.done():
                 task.cancel()

@@ -118,6 +118,7 @@ class Scanner:
         self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
         # kept between scans: commits in the window, and who users are / what they list
         self.store = CommitStore()
+        self._cpu_turn = asyncio.Semaphore(1)
         self.discovery = DiscoveryCache(
             api, timedelta(seconds=config.scan.discovery_interval_seconds)
         )
@@ -254,7 +255,7 @@ class Scanner:
             hints[pid] = hints.get(pid, ProjectHint()).combine(ProjectHint.of_pushes(found_pushes))
         cache.arrive(username, hints)
         ids = sorted(projects.all)
-        fetched = await asyncio.gather(*(cache.get(pid) for pid in ids))
+        fetched = await cache.get_many(ids)
         commits: Mapping[int, Sequence[CommitLike]] = dict(zip(ids, fetched, strict=True))
         identity = Identity.build(
             user_id=detail.id,
@@ -264,14 +265,17 @@ class Scanner:
             public_email=detail.public_email,
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
         )
-        stats = attribute(
-            identity,
-            projects,
-            commits,
-            window=window,
-            zone=self._zone,
-            table=self._config.period_table,
-        )
+        # one user's counting at a time: thousands of users whose commits are ready at
+        # once take turns with everything else on the event loop instead of stalling it
+        async with self._cpu_turn:
+            stats = attribute(
+                identity,
+                projects,
+                commits,
+                window=window,
+                zone=self._zone,
+                table=self._config.period_table,
+            )
         return replace(
             stats,
             merge_requests=count_by_state(
