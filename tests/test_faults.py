@@ -221,6 +221,8 @@ async def test_bad_commit_pages_fail_the_projects_users_only(
     c: Campaign = await campaign_factory()
     project = busy_project(c)
     c.sim.faults.add(FaultRule(rf"^/api/v4/projects/{project}/repository/commits$", kind))
+    # scans read only changed projects' commits: this one saw activity since the last scan
+    c.org.projects[project].last_activity_at = c.org.now
     second, _ = await c.scan()
     failed = c.check(second, reason)
     assert failed, "a bad commit page went unnoticed"
@@ -287,6 +289,9 @@ async def test_mixed_faults_at_once(campaign_factory: Callable[..., Any]) -> Non
     # and transient noise everywhere that retries absorb
     for kind in ("502_html", "reset", "malformed_json", "429"):
         c.sim.faults.add(FaultRule(r"/repository/commits$", kind, times=1))
+    # scans read only changed projects' commits: let every project have seen activity
+    for project in c.org.projects.values():
+        project.last_activity_at = c.org.now
     second, _ = await c.scan()
     failed = {u for u, s in second.users.items() if s.last_error is not None}
     assert failed == set(plan)
