@@ -28,7 +28,7 @@ from exporter.attribution import (
 from exporter.commit_store import CommitStore, IncrementalCommits, ProjectHint
 from exporter.config import Config
 from exporter.discovery import DiscoveryCache
-from exporter.gitlab.api import CommitRecord, GitLabApi, Push
+from exporter.gitlab.api import GitLabApi, Push
 from exporter.gitlab.errors import GitLabError, NotFoundError
 from exporter.matching import Identity
 from exporter.periods import resolve_zone
@@ -59,43 +59,6 @@ class UserOutcome:
     stats: UserStats | None
     reason: str | None = None
     message: str | None = None
-
-
-class CommitCache:
-    """Each project's commits in the window, fetched at most once per scan."""
-
-    def __init__(self, api: GitLabApi, since: datetime) -> None:
-        self._api = api
-        self._since = since
-        self._tasks: dict[int, asyncio.Task[list[CommitRecord]]] = {}
-
-    @property
-    def projects_fetched(self) -> int:
-        return len(self._tasks)
-
-    async def _fetch(self, project_id: int) -> list[CommitRecord]:
-        try:
-            return await self._api.project_commits(project_id, self._since)
-        except NotFoundError:
-            # A listed project without a visible repository (disabled, empty, or
-            # gone since listing) has no commits for anyone.
-            log.debug("project has no visible repository", project_id=project_id)
-            return []
-
-    async def get(self, project_id: int) -> list[CommitRecord]:
-        task = self._tasks.get(project_id)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch(project_id))
-            self._tasks[project_id] = task
-        # shield: one user being cancelled must not cancel a fetch others wait on
-        return await asyncio.shield(task)
-
-    def close(self) -> None:
-        for task in self._tasks.values():
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled():
-                task.exception()  # mark retrieved: failures were reported per user
 
 
 class Scanner:

@@ -41,7 +41,7 @@ from exporter.gitlab.errors import (
     RequestTimeoutError,
     UnauthorizedError,
 )
-from exporter.gitlab.pacing import RateGate, Ticket
+from exporter.gitlab.pacing import RateGate, Ticket, header_number
 
 __all__ = [
     "FAILURE_REASONS",
@@ -138,22 +138,12 @@ class ClientMetrics:
         registry.register(self._ratelimit)
 
     def observe_ratelimit(self, headers: Mapping[str, str]) -> None:
-        remaining = _header_number(headers.get("RateLimit-Remaining"))
+        remaining = header_number(headers.get("RateLimit-Remaining"))
         if remaining is not None:
             self._ratelimit.remaining = remaining
-        limit = _header_number(headers.get("RateLimit-Limit"))
+        limit = header_number(headers.get("RateLimit-Limit"))
         if limit is not None:
             self._ratelimit.limit = limit
-
-
-def _header_number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    return number if number == number and abs(number) != float("inf") else None
 
 
 # --------------------------------------------------------------------------- delays
@@ -166,7 +156,7 @@ def _header_wait(
     retry_after = headers.get("Retry-After")
     if retry_after is not None:
         text = retry_after.strip()
-        seconds = _header_number(text)
+        seconds = header_number(text)
         if seconds is not None:
             return max(0.0, seconds)
         try:
@@ -176,7 +166,7 @@ def _header_wait(
         if when is not None and when.tzinfo is not None:
             return max(0.0, when.timestamp() - now)
     if status == 429:
-        reset = _header_number(headers.get("RateLimit-Reset"))
+        reset = header_number(headers.get("RateLimit-Reset"))
         if reset is not None:
             return max(0.0, reset - now)
     return None

@@ -192,8 +192,8 @@ class RateGate:
     def observe(self, endpoint: str, headers: Mapping[str, str]) -> None:
         """Learn a limit's budget from a response's ``RateLimit-*`` headers."""
         name = headers.get("RateLimit-Name") or "unnamed"
-        remaining = _number(headers.get("RateLimit-Remaining"))
-        reset = _number(headers.get("RateLimit-Reset"))
+        remaining = header_number(headers.get("RateLimit-Remaining"))
+        reset = header_number(headers.get("RateLimit-Reset"))
         reported = remaining is not None and reset is not None
         now = self.clock()
         for other in self._names_for(endpoint):
@@ -205,7 +205,7 @@ class RateGate:
             return
         self._names.setdefault(name, set()).add(endpoint)
         ends = now + max(0.0, reset - self._wall()) + HEADER_MARGIN
-        limit = _number(headers.get("RateLimit-Limit"))
+        limit = header_number(headers.get("RateLimit-Limit"))
         budget = self._budgets.get(name)
         if budget is None:
             self._budgets[name] = _Budget(remaining, ends, limit)
@@ -222,7 +222,8 @@ class RateGate:
             budget.remaining = min(budget.remaining, remaining)
 
 
-def _number(value: str | None) -> float | None:
+def header_number(value: str | None) -> float | None:
+    """A finite number from a header value, else ``None``."""
     if value is None:
         return None
     try:
