@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
+from exporter.exposition import SnapshotRegistry
 from exporter.gitlab.errors import FAILURE_REASONS
 from exporter.score import TeamTotals, team_members, team_totals, user_score
 from exporter.snapshot import (
@@ -409,16 +410,18 @@ def build_registry(
     version: str,
     interval_seconds: float | None = None,
     shard: tuple[int, int] | None = None,
-) -> CollectorRegistry:
+) -> SnapshotRegistry:
     """A private registry with every snapshot collector and the build info registered.
 
     ``source`` returns the current snapshot; it is called once per collector per scrape,
     so it must be cheap (typically returning an attribute of the service).
     ``interval_seconds`` and ``shard`` (index, count) add their constant gauges.
+    The registry's :meth:`~exporter.exposition.SnapshotRegistry.render` caches the
+    snapshot collectors' rendering per snapshot; collectors registered later are live.
     """
-    registry = CollectorRegistry(auto_describe=False)
+    registry = SnapshotRegistry(source)
     for collector_type in SNAPSHOT_COLLECTORS:
-        registry.register(collector_type(source))
+        registry.register_snapshot_collector(collector_type(source))
     registry.register(BuildInfoCollector(version))
     if interval_seconds is not None:
         registry.register(ScanIntervalCollector(interval_seconds))

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.config import Config
+from exporter.exposition import SnapshotRegistry
 from exporter.gitlab.api import GitLabApi
 from exporter.gitlab.client import ClientMetrics, GitLabClient
 from exporter.gitlab.pacing import RateGate
@@ -164,6 +165,9 @@ class ExporterService:
         finally:
             self._progress = None
         self.first_scan_done.set()
+        if isinstance(self._registry, SnapshotRegistry):
+            # render the new snapshot's metrics now, in slices, not in the next scrape
+            await self._registry.warm()
         await self._save_state()
         return self._snapshot
 

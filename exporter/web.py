@@ -10,14 +10,17 @@ import html
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.exposition import SnapshotRegistry
 from exporter.score import NO_TEAM, TeamEntry, format_number, leaderboard
 from exporter.snapshot import Snapshot, UserState
 
-__all__ = ["NAME", "make_app", "render_landing_page", "render_leaderboard_page"]
+__all__ = ["NAME", "make_app", "metrics_handler", "render_landing_page", "render_leaderboard_page"]
 
 NAME = "gitlab-activity-exporter"
 MAX_FAILED_LISTED = 20  # the page stays small with thousands of users
@@ -214,6 +217,26 @@ def render_leaderboard_page(snapshot: Snapshot) -> str:
     )
 
 
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """``/metrics``: prometheus_client's handler, except that on a
+    :class:`~exporter.exposition.SnapshotRegistry` the snapshot part comes from its
+    per-snapshot cache (same bytes, same content negotiation, gzip by aiohttp)."""
+    plain = make_aiohttp_handler(registry)
+    if not isinstance(registry, SnapshotRegistry):
+        return plain
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if "name[]" in request.query:  # a filtered scrape: rendered as a whole
+            return await plain(request)
+        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        body = await registry.render(encoder, content_type)
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        response.enable_compression()
+        return response
+
+    return handler
+
+
 def make_app(
     *,
     registry: CollectorRegistry,
@@ -223,8 +246,8 @@ def make_app(
 ) -> web.Application:
     """The aiohttp application serving the exporter's endpoints.
 
-    ``/metrics`` is prometheus_client's own handler on the private ``registry``
-    (text or OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``).
+    ``/metrics`` renders the private ``registry`` (text or OpenMetrics by ``Accept``,
+    gzip by ``Accept-Encoding``), see :func:`metrics_handler`.
     """
 
     async def landing(request: web.Request) -> web.Response:
@@ -248,7 +271,7 @@ def make_app(
     app = web.Application()
     app.router.add_get("/", landing)
     app.router.add_get("/leaderboard", leaderboard_page)
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     return app

@@ -1,0 +1,193 @@
+"""The ``/metrics`` body, with the snapshot-derived part rendered once per snapshot.
+
+The snapshot is immutable and replaced as a whole after each scan, so the families
+derived from it (every user's and team's series: nearly all of the body) only change
+when the snapshot object changes. :class:`SnapshotRegistry` keeps their rendering per
+exposition format, keyed by the snapshot's identity, and renders only the small live
+families (GitLab client self-metrics, process and task gauges, build info) per scrape.
+
+The body is byte for byte what ``prometheus_client`` renders for the whole registry:
+snapshot families first (they are registered first), then the live ones; in
+OpenMetrics the single ``# EOF`` comes at the very end.
+
+Rendering a snapshot's families is CPU work of a few hundred milliseconds for
+thousands of users; :meth:`SnapshotRegistry.render` does it in slices of
+:data:`SAMPLES_PER_SLICE` samples and yields to the event loop between them, so a
+scrape or a warm-up after a scan never stalls the loop for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from exporter.snapshot import Snapshot
+
+__all__ = ["DEFAULT_ENCODER", "SAMPLES_PER_SLICE", "Encoder", "SnapshotRegistry"]
+
+Encoder = Callable[[Collector], bytes]
+SAMPLES_PER_SLICE = 2000
+EOF = b"# EOF\n"
+# samples that prometheus_client's text format moves into families of their own
+_MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
+
+
+def _default_encoder() -> tuple[Encoder, str]:
+    from prometheus_client.exposition import choose_encoder
+
+    return choose_encoder("")
+
+
+DEFAULT_ENCODER = _default_encoder()
+
+
+class _Families:
+    """A collector over fixed metric families (what an encoder renders)."""
+
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._metrics = list(metrics)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
+
+
+class _Live:
+    """A collector over the registry's collectors that do not read the snapshot."""
+
+    def __init__(self, collectors: Sequence[Collector]) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in list(self._collectors):
+            yield from collector.collect()
+
+
+def _copy(metric: Metric, samples: list) -> Metric:  # type: ignore[type-arg]
+    part = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+    part.samples = samples
+    return part
+
+
+def _strip_eof(body: bytes) -> bytes:
+    return body[: -len(EOF)] if body.endswith(EOF) else body
+
+
+def _sliceable(metric: Metric) -> bool:
+    return not any(s.name.endswith(_MOVED_SUFFIXES) for s in metric.samples)
+
+
+def _render_family(metric: Metric, encoder: Encoder) -> Iterator[bytes]:
+    """``metric`` rendered by ``encoder`` (without an OpenMetrics ``# EOF``), in slices
+    of samples; the slices joined equal the family rendered at once."""
+    samples = metric.samples
+    if len(samples) <= SAMPLES_PER_SLICE or not _sliceable(metric):
+        yield _strip_eof(encoder(_Families([metric])))
+        return
+    header = _strip_eof(encoder(_Families([_copy(metric, [])])))
+    for start in range(0, len(samples), SAMPLES_PER_SLICE):
+        chunk = _copy(metric, samples[start : start + SAMPLES_PER_SLICE])
+        part = _strip_eof(encoder(_Families([chunk])))
+        yield part if start == 0 else part[len(header) :]
+
+
+class SnapshotRegistry(CollectorRegistry):
+    """A registry whose snapshot collectors' rendering is cached per snapshot.
+
+    ``collect()`` (and so ``generate_latest``) is the plain, uncached rendering of
+    everything registered; :meth:`render` is the same bytes with the snapshot part
+    taken from the cache.
+    """
+
+    def __init__(self, source: Callable[[], Snapshot]) -> None:
+        super().__init__(auto_describe=False)
+        self._source = source
+        self._snapshot_collectors: list[Collector] = []
+        self._live: list[Collector] = []
+        self._cached_for: Snapshot | None = None
+        self._cache: dict[str, asyncio.Future[bytes]] = {}
+        self._encoders: dict[str, Encoder] = {}  # formats scraped so far, by content type
+
+    # --- registration -------------------------------------------------------------
+    def register_snapshot_collector(self, collector: Collector) -> None:
+        """Register a collector whose families depend on the snapshot only; these are
+        rendered before every live family, so register them first."""
+        if self._live:
+            raise ValueError("snapshot collectors must be registered before the others")
+        super().register(collector)
+        self._snapshot_collectors.append(collector)
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self._live.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        if collector in self._live:
+            self._live.remove(collector)
+        if collector in self._snapshot_collectors:
+            self._snapshot_collectors.remove(collector)
+            self._forget()
+
+    # --- rendering ----------------------------------------------------------------
+    def _forget(self) -> None:
+        self._cached_for = None
+        self._cache = {}
+
+    async def _render_snapshot_part(self, encoder: Encoder) -> bytes:
+        parts: list[bytes] = []
+        for collector in list(self._snapshot_collectors):
+            for metric in collector.collect():
+                for part in _render_family(metric, encoder):
+                    parts.append(part)
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        return b"".join(parts)
+
+    def _entry(self, encoder: Encoder, key: str) -> asyncio.Future[bytes]:
+        snapshot = self._source()
+        if snapshot is not self._cached_for:
+            self._forget()
+            self._cached_for = snapshot
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = asyncio.ensure_future(self._render_snapshot_part(encoder))
+            self._cache[key] = entry
+        return entry
+
+    async def snapshot_part(self, encoder: Encoder, key: str) -> bytes:
+        """The snapshot families of the current snapshot rendered by ``encoder`` (without
+        ``# EOF``); ``key`` names the encoder (its content type). Rendered once per
+        snapshot and key, concurrent callers share the one rendering."""
+        while True:
+            snapshot = self._source()
+            entry = self._entry(encoder, key)
+            try:
+                body = await asyncio.shield(entry)
+            except Exception:
+                if self._cache.get(key) is entry:
+                    del self._cache[key]
+                raise
+            if self._source() is snapshot:
+                return body
+            # the snapshot changed while rendering: render the new one
+
+    async def render(self, encoder: Encoder, key: str) -> bytes:
+        """The whole exposition: cached snapshot part, then the live families."""
+        self._encoders[key] = encoder
+        snapshot_part = await self.snapshot_part(encoder, key)
+        return snapshot_part + encoder(_Live(self._live))
+
+    async def warm(self, extra: Iterable[tuple[Encoder, str]] = ()) -> None:
+        """Render the current snapshot's part for the formats scraped before (and the
+        plain text format, plus ``extra``), so the next scrapes only render live families."""
+        wanted: dict[str, Encoder] = {DEFAULT_ENCODER[1]: DEFAULT_ENCODER[0]}
+        wanted.update(self._encoders)
+        for encoder, key in extra:
+            wanted[key] = encoder
+        for key, encoder in wanted.items():
+            await self.snapshot_part(encoder, key)
