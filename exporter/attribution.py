@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from exporter.matching import Identity
 from exporter.periods import PeriodTable, period_of
 from exporter.snapshot import UserStats, frozen_map
+
+T = TypeVar("T")
+COMMITS_PER_STEP = 2000  # commits looked at between two pauses of attribute_steps
 
 
 class CommitLike(Protocol):
@@ -68,14 +71,51 @@ def attribute(
     """Count the user's distinct commits (by SHA) in the window, per period and per project kind.
 
     A SHA found in several projects (forks) counts once; every project it was found in
+    counts as active. :func:`attribute_steps` is the same counting in pausable steps.
+    """
+    return run_steps(
+        attribute_steps(
+            identity, projects, commits_by_project, window=window, zone=zone, table=table
+        )
+    )
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Run a stepwise computation to its end at once; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def attribute_steps(
+    identity: Identity,
+    projects: ProjectSets,
+    commits_by_project: Mapping[int, Sequence[CommitLike]],
+    *,
+    window: Window,
+    zone: tzinfo | None,
+    table: PeriodTable,
+) -> Generator[None, None, UserStats]:
+    """Count the user's distinct commits (by SHA) in the window, per period and per project kind.
+
+    A SHA found in several projects (forks) counts once; every project it was found in
     counts as active.
+
+    A generator: it pauses (yields) every :data:`COMMITS_PER_STEP` commits looked at, so
+    an event loop can run other work between steps; its return value is the numbers.
     """
     seen: set[str] = set()
     periods: dict[str, int] = dict.fromkeys(table.names, 0)
     active = 0
+    looked_at = 0
     for project_id in sorted(projects.all):
         found_here = False
         for commit in commits_by_project.get(project_id, ()):
+            looked_at += 1
+            if looked_at % COMMITS_PER_STEP == 0:
+                yield
             if commit.authored_date not in window:
                 continue
             if not identity.matches(commit.author_name, commit.author_email):

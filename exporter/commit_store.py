@@ -274,6 +274,10 @@ class IncrementalCommits:
     async def get_many(self, project_ids: Sequence[int]) -> list[Sequence[StoredCommit]]:
         """The commits of each project, in order; a failed fetch raises its error."""
         await self._ready.wait()
+        if self._prefetcher is not None:
+            # the prefetcher starts every decision a batch at a time; starting this user's
+            # here instead would start thousands at once when all users are released
+            await asyncio.shield(self._prefetcher)
         tasks = [self._task(pid) for pid in project_ids]
         pending = [t for t in tasks if not t.done()]
         if pending:

@@ -21,7 +21,7 @@ from exporter.attribution import (
     CommitLike,
     ProjectSets,
     Window,
-    attribute,
+    attribute_steps,
     count_by_state,
     distinct,
 )
@@ -47,6 +47,7 @@ log = structlog.get_logger("exporter.scanner")
 
 ProgressCallback = Callable[[int, int], None]
 PROGRESS_LOG_SECONDS = 10.0
+USER_START_BATCH = 64  # users whose scans start in one turn of the event loop
 
 
 def utc_now() -> datetime:
@@ -116,13 +117,25 @@ class Scanner:
             users=usernames,
         )
         progress = _Progress(len(usernames), self._on_progress)
+        tasks: list[asyncio.Task[UserOutcome]] = []
         try:
-            outcomes = await asyncio.gather(
-                *(self._scan_user_isolated(name, window, cache, progress) for name in usernames)
-            )
+            # users start a batch at a time: thousands starting at once would run all
+            # their first steps in one turn of the event loop
+            for n, name in enumerate(usernames, start=1):
+                tasks.append(
+                    asyncio.ensure_future(
+                        self._scan_user_isolated(name, window, cache, progress)
+                    )
+                )
+                if n % USER_START_BATCH == 0:
+                    await asyncio.sleep(0)
+            outcomes = await asyncio.gather(*tasks)
             cache.finish()
             self.discovery.retain(set(usernames))
         finally:
+            for task in tasks:  # only when the scan itself was cancelled or failed
+                if not task.done():
+                    task.cancel()
             cache.close()
         finished = time.time()
         snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
@@ -231,7 +244,7 @@ class Scanner:
         # one user's counting at a time: thousands of users whose commits are ready at
         # once take turns with everything else on the event loop instead of stalling it
         async with self._cpu_turn:
-            stats = attribute(
+            steps = attribute_steps(
                 identity,
                 projects,
                 commits,
@@ -239,6 +252,16 @@ class Scanner:
                 zone=self._zone,
                 table=self._config.period_table,
             )
+            # a user with many commits pauses between steps for the others; and every
+            # user pauses holding the turn after the last step, so users whose commits are
+            # ready at once count one per turn of the event loop, not all in the same one
+            stats: UserStats | None = None
+            while stats is None:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    stats = done.value
+                await asyncio.sleep(0)
         return replace(
             stats,
             merge_requests=count_by_state(

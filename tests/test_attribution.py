@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from exporter.attribution import ProjectSets, Window, attribute, distinct
+import pytest
+
+from exporter import attribution
+from exporter.attribution import ProjectSets, Window, attribute, attribute_steps, distinct
 from exporter.matching import Identity
 from exporter.periods import build_period_table, resolve_zone
 
@@ -86,3 +89,30 @@ def test_contributed_excludes_personal_projects() -> None:
 
 def test_distinct_is_case_insensitive_and_keeps_order() -> None:
     assert distinct(["Bob", "alice", "bob", "ALICE", "carol"]) == ("Bob", "alice", "carol")
+
+
+def test_stepwise_counting_pauses_and_gives_the_same_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(attribution, "COMMITS_PER_STEP", 3)
+    projects = ProjectSets(personal=frozenset({1}), contributed=frozenset({2}), pushed=frozenset())
+    shared = mine("shared", at(10, 10))
+    commits = {
+        1: [shared, *(mine(f"a{i}", at(1 + i % 28, 9 + i % 9)) for i in range(10))],
+        2: [shared, C("x", "Someone", "else@example.com", at(3, 10)), mine("b", at(4, 14))],
+    }
+    steps = attribute_steps(
+        ME, projects, commits, window=WINDOW, zone=resolve_zone("UTC"), table=TABLE
+    )
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            stepwise = done.value
+            break
+        pauses += 1
+    assert pauses == 14 // 3  # 14 commits looked at, a pause every third
+    at_once = attribute(ME, projects, commits, window=WINDOW, zone=resolve_zone("UTC"), table=TABLE)
+    assert stepwise == at_once
+    assert stepwise.commits == 12
