@@ -57,7 +57,7 @@ async def main(config_path: str) -> None:
     now = datetime.now().astimezone()
     service = ExporterService(config, clock=lambda: now)
     registry = build_registry(lambda: service.snapshot, version=__version__)
-    service.attach_metrics(registry)
+    service.attach_metrics(registry, warm=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

@@ -247,7 +247,7 @@ def _service_registry(service: ExporterService) -> CollectorRegistry:
         interval_seconds=service.config.scan.interval_seconds,
         shard=(service.shard.index, service.shard.count),
     )
-    service.attach_metrics(registry)
+    service.attach_metrics(registry, warm=True)
     return registry
 
 

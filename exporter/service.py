@@ -49,6 +49,7 @@ class ExporterService:
         self.shard = shard or Shard()
         self._on_progress = on_progress  # also told (users done, users total) during scans
         self._registry = registry
+        self._warm = False
         self._clock = clock
         self._snapshot = Snapshot(periods=config.period_table.names, weights=config.score_weights)
         self._progress: tuple[int, int] | None = None
@@ -58,9 +59,15 @@ class ExporterService:
         self._loop_task: asyncio.Task[None] | None = None
         self.first_scan_done = asyncio.Event()
 
-    def attach_metrics(self, registry: CollectorRegistry) -> None:
-        """Register the GitLab client's self-metrics on ``registry`` when the service starts."""
+    def attach_metrics(self, registry: CollectorRegistry, *, warm: bool = False) -> None:
+        """Register the GitLab client's self-metrics on ``registry`` when the service starts.
+
+        ``warm``: ``registry`` renders this service's snapshot (a
+        :class:`~exporter.exposition.SnapshotRegistry` reading :attr:`snapshot`); render
+        each new snapshot's families right after the scan, not in the next scrape.
+        """
         self._registry = registry
+        self._warm = warm and isinstance(registry, SnapshotRegistry)
 
     # --- what the web layer reads -------------------------------------------------
     @property
@@ -165,7 +172,7 @@ class ExporterService:
         finally:
             self._progress = None
         self.first_scan_done.set()
-        if isinstance(self._registry, SnapshotRegistry):
+        if self._warm and isinstance(self._registry, SnapshotRegistry):
             # render the new snapshot's metrics now, in slices, not in the next scrape
             await self._registry.warm()
         await self._save_state()

@@ -309,3 +309,31 @@ async def test_failing_merge_request_list_fails_the_user_and_keeps_last_good_val
     for user, state in second.users.items():
         assert state.last_error == "not_found", user
         assert state.stats == first.users[user].stats, user  # last good values, not zero
+
+
+async def test_service_renders_the_new_snapshots_metrics_right_after_the_scan(
+    org: Org, sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.exposition import choose_encoder
+
+    from exporter.exposition import Encoder, SnapshotRegistry
+
+    service = ExporterService(make_config(org, sim.url), clock=lambda: org.now)
+    registry = build_registry(lambda: service.snapshot, version=__version__)
+    service.attach_metrics(registry, warm=True)
+    renders: list[Encoder] = []
+    original = SnapshotRegistry._render_snapshot_part
+
+    async def counting(self: SnapshotRegistry, encoder: Encoder) -> bytes:
+        renders.append(encoder)
+        return await original(self, encoder)
+
+    monkeypatch.setattr(SnapshotRegistry, "_render_snapshot_part", counting)
+    async with service:
+        await service.scan_once()
+        assert len(renders) == 1  # the plain text format, rendered after the scan
+        body = await registry.render(*choose_encoder(""))
+        assert len(renders) == 1  # the scrape found it rendered
+        assert body == generate_latest(registry)
+        assert b"gitlab_activity_user_commits{" in body
