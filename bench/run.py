@@ -56,13 +56,17 @@ def _pages(n: int) -> int:
 def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> Counter[str]:
     """The fewest requests the answer needs, by endpoint.
 
-    First scan (``discovery``): per user the lookup, details, both project listings, push
-    events, merge requests and issues; per project in any user's set with activity in the
-    window, its commit pages. Steady state: per user push events, merge requests and
-    issues, and one request per changed project.
+    First scan (``discovery``): per user the lookup, details, both project listings and
+    push events; the pages of every merge request and issue created in the window (one
+    shared list each); per project in any user's set with activity in the window, its
+    commit pages. Steady state: per user push events, one shared list of updated merge
+    requests and one of issues, and one request per changed project.
     """
     need: Counter[str] = Counter()
     start = org.now - timedelta(days=LOOKBACK_DAYS)
+    for kind, items in (("/merge_requests", org.merge_requests), ("/issues", org.issues)):
+        in_window = sum(1 for i in items if i.created_at >= start)
+        need[kind] += _pages(in_window) if changed is None else 1
     after = start.date() - timedelta(days=1)
     projects: set[int] = set()
     for user in org.users.values():
@@ -71,9 +75,6 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
             if e.action == "pushed" and e.created_at.astimezone(UTC).date() > after
         ]
         need["/users/:id/events"] += _pages(len(pushes))
-        for kind, items in (("/merge_requests", org.merge_requests_by(user.username)),
-                            ("/issues", org.issues_by(user.username))):
-            need[kind] += _pages(sum(1 for i in items if i.created_at >= start))
         personal = set(org.personal_project_ids(user.id))
         contributed = set(org.contributed.get(user.id, []))
         if discovery:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import structlog
 
@@ -25,6 +26,7 @@ from exporter.attribution import (
     count_by_state,
     distinct,
 )
+from exporter.authored_items import AuthoredItems, AuthoredItemStore, UserFetch
 from exporter.commit_store import CommitStore, IncrementalCommits, ProjectHint
 from exporter.config import Config
 from exporter.discovery import DiscoveryCache
@@ -82,6 +84,8 @@ class Scanner:
         self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
         # kept between scans: commits in the window, and who users are / what they list
         self.store = CommitStore()
+        self.merge_requests = AuthoredItemStore()
+        self.issues = AuthoredItemStore()
         self._cpu_turn = asyncio.Semaphore(1)
         self.discovery = DiscoveryCache(
             api, timedelta(seconds=config.scan.discovery_interval_seconds)
@@ -116,6 +120,7 @@ class Scanner:
             overlap=timedelta(seconds=self._config.scan.overlap_seconds),
             users=usernames,
         )
+        items = self._authored_items(window, now, usernames)
         progress = _Progress(len(usernames), self._on_progress)
         tasks: list[asyncio.Task[UserOutcome]] = []
         try:
@@ -124,7 +129,7 @@ class Scanner:
             for n, name in enumerate(usernames, start=1):
                 tasks.append(
                     asyncio.ensure_future(
-                        self._scan_user_isolated(name, window, cache, progress)
+                        self._scan_user_isolated(name, window, cache, items, progress)
                     )
                 )
                 if n % USER_START_BATCH == 0:
@@ -137,6 +142,7 @@ class Scanner:
                 if not task.done():
                     task.cancel()
             cache.close()
+            items.close()
         finished = time.time()
         snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
         if self._shard.sharded:
@@ -156,6 +162,28 @@ class Scanner:
             seconds=round(summary.duration, 3),
         )
         return snapshot
+
+    def _authored_items(
+        self, window: Window, now: datetime, usernames: Sequence[str]
+    ) -> _ScanItems:
+        def view(kind: str, store: AuthoredItemStore, own: UserFetch) -> AuthoredItems:
+            return AuthoredItems(
+                kind,
+                store,
+                shared=partial(self._api.authored_feed, f"/{kind}"),
+                own=own,
+                window=window,
+                now=now,
+                # re-read in full as often as projects are rediscovered
+                full_interval=timedelta(seconds=self._config.scan.discovery_interval_seconds),
+                overlap=timedelta(seconds=self._config.scan.overlap_seconds),
+                users=usernames,
+            )
+
+        return _ScanItems(
+            merge_requests=view("merge_requests", self.merge_requests, self._api.merge_requests),
+            issues=view("issues", self.issues, self._api.issues),
+        )
 
     async def _resolve_teams(self, previous: Snapshot) -> dict[str, tuple[str, ...]]:
         teams: dict[str, tuple[str, ...]] = {}
@@ -185,10 +213,15 @@ class Scanner:
         return teams
 
     async def _scan_user_isolated(
-        self, username: str, window: Window, cache: IncrementalCommits, progress: _Progress
+        self,
+        username: str,
+        window: Window,
+        cache: IncrementalCommits,
+        items: _ScanItems,
+        progress: _Progress,
     ) -> UserOutcome:
         try:
-            stats = await self._scan_user(username, window, cache)
+            stats = await self._scan_user(username, window, cache, items)
             return UserOutcome(username, stats)
         except GitLabError as exc:
             return UserOutcome(username, None, exc.reason, str(exc))
@@ -200,7 +233,7 @@ class Scanner:
             progress.step()
 
     async def _scan_user(
-        self, username: str, window: Window, cache: IncrementalCommits
+        self, username: str, window: Window, cache: IncrementalCommits, items: _ScanItems
     ) -> UserStats:
         found = await self.discovery.get(username, window.end)
         detail = found.user
@@ -208,9 +241,9 @@ class Scanner:
             pushes, merge_requests, issues = await asyncio.gather(
                 # `after` excludes the named day: ask from the day before the window starts
                 self._api.pushes(detail.id, window.start.date() - timedelta(days=1)),
-                # authored by the user (scope=all); filtered to the window again below
-                self._api.merge_requests(detail.username, window.start),
-                self._api.issues(detail.username, window.start),
+                # authored by the user; filtered to the window again below
+                items.merge_requests.of(detail.username),
+                items.issues.of(detail.username),
             )
         except NotFoundError:
             self.discovery.forget(username)  # gone since discovery: look it up again
@@ -272,6 +305,18 @@ class Scanner:
             ),
             issues=count_by_state(issues, window=window, states=ISSUE_STATES),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _ScanItems:
+    """One scan's merge requests and issues."""
+
+    merge_requests: AuthoredItems
+    issues: AuthoredItems
+
+    def close(self) -> None:
+        self.merge_requests.close()
+        self.issues.close()
 
 
 class _Progress:

@@ -125,6 +125,10 @@ class ExporterService:
             if saved is not None:  # serve the last numbers at once, resume incrementally
                 self._scanner.store = saved.store
                 self._scanner.discovery.entries = saved.discoveries
+                self._scanner.merge_requests = saved.items.get(
+                    "merge_requests", self._scanner.merge_requests
+                )
+                self._scanner.issues = saved.items.get("issues", self._scanner.issues)
                 self._snapshot = saved.snapshot
 
     async def stop(self) -> None:
@@ -196,6 +200,10 @@ class ExporterService:
                 store=self._scanner.store,
                 discovery=self._scanner.discovery,
                 snapshot=self._snapshot,
+                items={
+                    "merge_requests": self._scanner.merge_requests,
+                    "issues": self._scanner.issues,
+                },
                 shard=self._shard_key,
             )
         except (OSError, sqlite3.Error) as exc:

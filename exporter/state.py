@@ -1,4 +1,5 @@
-"""State that survives restarts: the commit store, discoveries and the last snapshot.
+"""State that survives restarts: the commit store, discoveries, merge requests and issues
+kept per user, and the last snapshot.
 
 ``scan.state_file`` is an SQLite database (standard library ``sqlite3``). It is written
 whole into a temporary file next to it and renamed over it, so a crash mid-write leaves
@@ -23,15 +24,16 @@ from typing import Any
 
 import structlog
 
+from exporter.authored_items import AuthoredItemStore, UserItems
 from exporter.commit_store import CommitStore, ProjectState, StoredCommit
 from exporter.config import Config
 from exporter.discovery import Discovery, DiscoveryCache
-from exporter.gitlab.api import UserDetail
+from exporter.gitlab.api import ItemRef, UserDetail
 from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, frozen_map
 
 log = structlog.get_logger("exporter.state")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "gitlab-activity-exporter"
 
 _SCHEMA = """
@@ -48,6 +50,12 @@ CREATE TABLE users (
 CREATE TABLE listings (
     key TEXT NOT NULL, kind TEXT NOT NULL, project_id INTEGER NOT NULL, activity TEXT);
 CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+CREATE TABLE item_syncs (kind TEXT PRIMARY KEY, full_sync_at TEXT, declined_at TEXT);
+CREATE TABLE item_users (
+    kind TEXT NOT NULL, key TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (kind, key));
+CREATE TABLE items (
+    kind TEXT NOT NULL, key TEXT NOT NULL, id INTEGER NOT NULL, project_id INTEGER NOT NULL,
+    state TEXT NOT NULL, created TEXT NOT NULL);
 """
 
 
@@ -60,6 +68,8 @@ class SavedState:
     store: CommitStore
     discoveries: dict[str, Discovery]
     snapshot: Snapshot
+    #: merge requests and issues per user, by kind (``merge_requests``, ``issues``)
+    items: dict[str, AuthoredItemStore] = dataclasses.field(default_factory=dict)
 
 
 def fingerprint(config: Config, shard: str = "0/1") -> str:
@@ -176,6 +186,7 @@ def save_state(
     store: CommitStore,
     discovery: DiscoveryCache,
     snapshot: Snapshot,
+    items: Mapping[str, AuthoredItemStore] | None = None,
     shard: str = "0/1",
 ) -> None:
     """Write the whole state to ``path`` atomically (temporary file, then rename).
@@ -232,6 +243,28 @@ def save_state(
             ),
         )
         conn.execute("INSERT INTO snapshot VALUES (1, ?)", (snapshot_to_json(snapshot),))
+        kinds = dict(items or {})
+        conn.executemany(
+            "INSERT INTO item_syncs VALUES (?, ?, ?)",
+            ((kind, _iso(s.full_sync_at), _iso(s.declined_at)) for kind, s in kinds.items()),
+        )
+        conn.executemany(
+            "INSERT INTO item_users VALUES (?, ?, ?)",
+            (
+                (kind, key, kept.synced_at.isoformat())
+                for kind, s in kinds.items()
+                for key, kept in s.users.items()
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (kind, key, i.id, i.project_id, i.state, i.created_at.isoformat())
+                for kind, s in kinds.items()
+                for key, kept in s.users.items()
+                for i in kept.items.values()
+            ),
+        )
         conn.commit()
     finally:
         conn.close()
@@ -298,7 +331,21 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
         if row is None:
             raise StateError("no snapshot in it")
         snapshot = snapshot_from_json(row[0], config)
-    return SavedState(store=store, discoveries=discoveries, snapshot=snapshot)
+        items: dict[str, AuthoredItemStore] = {}
+        for kind, full_sync_at, declined_at in conn.execute("SELECT * FROM item_syncs"):
+            items[kind] = AuthoredItemStore(
+                full_sync_at=_dt(full_sync_at), declined_at=_dt(declined_at)
+            )
+        for kind, key, synced_at in conn.execute("SELECT * FROM item_users"):
+            items[kind].users[key] = UserItems({}, _req_dt(synced_at))
+        for kind, key, item_id, project_id, state, created in conn.execute(
+            "SELECT * FROM items"
+        ):
+            items[kind].users[key].items[int(item_id)] = ItemRef(
+                id=int(item_id), project_id=int(project_id), state=state,
+                created_at=_req_dt(created),
+            )
+    return SavedState(store=store, discoveries=discoveries, snapshot=snapshot, items=items)
 
 
 def load_state(path: Path, config: Config, shard: str = "0/1") -> SavedState | None:

@@ -87,6 +87,14 @@ class ItemRef:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AuthoredItem:
+    """A merge request or an issue, with its author's username."""
+
+    author: str
+    item: ItemRef
+
+
 def format_gitlab_datetime(value: datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` (``2024-05-01T08:00:00Z``); naive datetimes are refused."""
     if value.tzinfo is None or value.utcoffset() is None:
@@ -274,6 +282,37 @@ class GitLabApi:
         """Issues authored by ``username`` created after ``created_after``."""
         return await self._items("/issues", username, created_after)
 
+    async def authored_feed(
+        self,
+        path: str,
+        *,
+        created_after: datetime,
+        updated_after: datetime | None,
+        max_pages: int,
+    ) -> list[AuthoredItem]:
+        """Every merge request (``path`` ``/merge_requests``) or issue (``/issues``) the
+        token can see created after ``created_after`` (and, if given, updated after
+        ``updated_after``), whoever wrote it.
+
+        Raises :class:`~exporter.gitlab.errors.PageBudgetExceeded` after the first page
+        when the list has more than ``max_pages`` pages.
+        """
+        endpoint = path
+        shape = _Shape(endpoint)
+        params = {"scope": "all", "created_after": format_gitlab_datetime(created_after)}
+        if updated_after is not None:
+            params["updated_after"] = format_gitlab_datetime(updated_after)
+        items: list[AuthoredItem] = []
+        async for raw in self._client.paginate(
+            path, params, endpoint=endpoint, max_pages=max_pages
+        ):
+            obj = shape.obj(raw)
+            author = shape.obj(obj.get("author"), "field 'author'")
+            items.append(
+                AuthoredItem(author=shape.req_str(author, "username"), item=_item_ref(shape, obj))
+            )
+        return items
+
     # -- helpers --------------------------------------------------------------
 
     @staticmethod
@@ -322,13 +361,14 @@ class GitLabApi:
         }
         items: list[ItemRef] = []
         async for raw in self._client.paginate(path, params, endpoint=endpoint):
-            obj = shape.obj(raw)
-            items.append(
-                ItemRef(
-                    id=shape.req_int(obj, "id"),
-                    project_id=shape.req_int(obj, "project_id"),
-                    state=shape.req_str(obj, "state"),
-                    created_at=shape.req_datetime(obj, "created_at"),
-                )
-            )
+            items.append(_item_ref(shape, shape.obj(raw)))
         return items
+
+
+def _item_ref(shape: _Shape, obj: Mapping[str, Any]) -> ItemRef:
+    return ItemRef(
+        id=shape.req_int(obj, "id"),
+        project_id=shape.req_int(obj, "project_id"),
+        state=shape.req_str(obj, "state"),
+        created_at=shape.req_datetime(obj, "created_at"),
+    )

@@ -37,6 +37,7 @@ from exporter.gitlab.errors import (
     ApiError,
     GitLabError,
     NotFoundError,
+    PageBudgetExceeded,
     RateLimitedError,
     RequestTimeoutError,
     UnauthorizedError,
@@ -273,6 +274,13 @@ class _Response:
     next_url: URL | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Page:
+    data: Any
+    next_url: URL | None
+    total_pages: int | None  # GitLab's X-Total-Pages, when it sent one
+
+
 class _Retry(Exception):
     """One attempt failed in a way worth retrying."""
 
@@ -348,13 +356,23 @@ class GitLabClient:
         self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
     ) -> Any:
         """GET ``/api/v4`` + ``path`` (already percent-encoded) and return the parsed JSON."""
-        data, _ = await self._fetch(self._url(path, params), endpoint)
-        return data
+        page = await self._fetch(self._url(path, params), endpoint)
+        return page.data
 
     async def paginate(
-        self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        endpoint: str,
+        max_pages: int | None = None,
     ) -> AsyncIterator[Any]:
-        """Yield the items of every page, following ``Link: rel="next"`` to the end."""
+        """Yield the items of every page, following ``Link: rel="next"`` to the end.
+
+        ``max_pages``: after the first page, raise :class:`PageBudgetExceeded` (before
+        yielding anything) when GitLab's ``X-Total-Pages`` is above it or absent (GitLab
+        leaves it out for collections over 10,000 items).
+        """
         query = dict(params or {})
         query["per_page"] = PER_PAGE
         url: URL | None = self._url(path, query)
@@ -364,7 +382,12 @@ class GitLabClient:
             if key in seen:
                 raise ApiError("pagination loop: next page was already read", endpoint=endpoint)
             seen.add(key)
-            data, next_url = await self._fetch(url, endpoint)
+            page = await self._fetch(url, endpoint)
+            data, next_url = page.data, page.next_url
+            if max_pages is not None and len(seen) == 1 and (
+                page.total_pages is None or page.total_pages > max_pages
+            ):
+                raise PageBudgetExceeded(page.total_pages, max_pages)
             if not isinstance(data, list):
                 raise ApiError(
                     f"expected a JSON list, got {type(data).__name__}", endpoint=endpoint
@@ -390,7 +413,7 @@ class GitLabClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "[REDACTED]") if self._token else text
 
-    async def _fetch(self, url: URL, endpoint: str) -> tuple[Any, URL | None]:
+    async def _fetch(self, url: URL, endpoint: str) -> _Page:
         attempt = 0
         while True:
             try:
@@ -419,7 +442,7 @@ class GitLabClient:
                 attempt += 1
                 await asyncio.sleep(wait)  # no concurrency slot held here
 
-    async def _attempt(self, url: URL, endpoint: str) -> tuple[Any, URL | None]:
+    async def _attempt(self, url: URL, endpoint: str) -> _Page:
         ticket = await self.gate.acquire(endpoint)
         try:
             async with self._semaphore:
@@ -429,13 +452,15 @@ class GitLabClient:
         status = response.status
         if 200 <= status < 300:
             try:
-                return json.loads(response.body), response.next_url
+                data = json.loads(response.body)
             except (ValueError, UnicodeDecodeError, RecursionError):  # nesting bomb too
                 raise _Retry(
                     "invalid_body",
                     status,
                     ApiError("response body is not valid JSON", endpoint=endpoint, status=status),
                 ) from None
+            total = header_number(response.headers.get("X-Total-Pages"))
+            return _Page(data, response.next_url, None if total is None else int(total))
         detail = self._redact(_describe_body(response.body, response.content_type))
         if status == 404:
             raise NotFoundError(detail, endpoint=endpoint, status=status)

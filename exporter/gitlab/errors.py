@@ -75,11 +75,27 @@ class RequestTimeoutError(GitLabError):
     reason = "timeout"
 
 
+class PageBudgetExceeded(Exception):
+    """A paged list is longer than the caller wanted to read (not a GitLab failure).
+
+    ``total_pages`` is GitLab's ``X-Total-Pages`` (``None`` when GitLab did not send it).
+    """
+
+    def __init__(self, total_pages: int | None, max_pages: int) -> None:
+        self.total_pages = total_pages
+        self.max_pages = max_pages
+        super().__init__(
+            f"the list has {'an unknown number of' if total_pages is None else total_pages}"
+            f" pages, more than {max_pages}"
+        )
+
+
 __all__ = [
     "FAILURE_REASONS",
     "ApiError",
     "GitLabError",
     "NotFoundError",
+    "PageBudgetExceeded",
     "RateLimitedError",
     "RequestTimeoutError",
     "UnauthorizedError",

@@ -129,6 +129,14 @@ class MergeRequest:
     merged_at: datetime | None = None
     closed_at: datetime | None = None
     title: str = ""
+    #: last change; ``None``: the latest of created, merged and closed
+    updated_at: datetime | None = None
+
+    @property
+    def last_update(self) -> datetime:
+        return self.updated_at or max(
+            d for d in (self.created_at, self.merged_at, self.closed_at) if d is not None
+        )
 
 
 @dataclass(slots=True)
@@ -142,6 +150,14 @@ class Issue:
     assignee: str | None = None
     closed_at: datetime | None = None
     title: str = ""
+    #: last change; ``None``: the latest of created and closed
+    updated_at: datetime | None = None
+
+    @property
+    def last_update(self) -> datetime:
+        return self.updated_at or max(
+            d for d in (self.created_at, self.closed_at) if d is not None
+        )
 
 
 @dataclass

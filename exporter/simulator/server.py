@@ -833,7 +833,7 @@ class GitLabSimulator:
             "title": mr.title,
             "state": mr.state,
             "created_at": _iso_utc(mr.created_at),
-            "updated_at": _iso_utc(mr.merged_at or mr.closed_at or mr.created_at),
+            "updated_at": _iso_utc(mr.last_update),
             "merged_at": _iso_utc(mr.merged_at),
             "closed_at": _iso_utc(mr.closed_at),
             "author": self._person(mr.author),
@@ -851,7 +851,7 @@ class GitLabSimulator:
             "title": issue.title,
             "state": issue.state,
             "created_at": _iso_utc(issue.created_at),
-            "updated_at": _iso_utc(issue.closed_at or issue.created_at),
+            "updated_at": _iso_utc(issue.last_update),
             "closed_at": _iso_utc(issue.closed_at),
             "author": self._person(issue.author),
             "assignee": self._person(issue.assignee),
@@ -1015,6 +1015,7 @@ class GitLabSimulator:
         assignee = request.query.get("assignee_username")
         created_after = _parse_time(request, "created_after")
         created_before = _parse_time(request, "created_before")
+        updated_after = _parse_time(request, "updated_after")
         items: Sequence[T] = by_author(author) if author else everything
         out: list[T] = []
         owner = self.token_owner.casefold()
@@ -1031,6 +1032,9 @@ class GitLabSimulator:
             if created_after is not None and created < created_after:
                 continue
             if created_before is not None and created > created_before:
+                continue
+            updated: datetime = getattr(item, "last_update")  # noqa: B009
+            if updated_after is not None and updated < updated_after:
                 continue
             if state != "all" and getattr(item, "state") != state:  # noqa: B009
                 continue
