@@ -7,6 +7,7 @@ Reads commands on stdin, one per line, and answers each with one JSON line on st
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import resource
 import sys
@@ -51,6 +52,32 @@ class StallMeter:
         self._task.cancel()
 
 
+class GcMeter:
+    """The longest pause of the garbage collector (any generation) while it runs, and
+    how many full (generation 2) collections ran."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.full = 0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.worst = max(self.worst, time.perf_counter() - self._started)
+        if info.get("generation") == 2:
+            self.full += 1
+
+    def __enter__(self) -> GcMeter:
+        self.worst, self.full = 0.0, 0
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 async def main(config_path: str) -> None:
     configure_logging("warning", "console", stream=sys.stderr)
     config = load_config(config_path)
@@ -70,7 +97,7 @@ async def main(config_path: str) -> None:
             if command != "scan":
                 raise SystemExit(f"unknown command {command!r}")
             now = datetime.fromisoformat(argument)
-            with StallMeter() as stall:
+            with StallMeter() as stall, GcMeter() as collector:
                 started = time.perf_counter()
                 snapshot = await service.scan_once()
                 wall = time.perf_counter() - started
@@ -86,6 +113,8 @@ async def main(config_path: str) -> None:
             result = {
                 "wall_seconds": wall,
                 "max_stall_ms": stall.worst * 1000,
+                "max_gc_pause_ms": collector.worst * 1000,
+                "full_gc_collections": collector.full,
                 "render_ms": render * 1000,
                 "uncached_render_ms": cold_render * 1000,
                 "metrics_bytes": len(body),

@@ -94,28 +94,46 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
     return need
 
 
-def bound_seconds(need: Counter[str], latency: float, *, limits: bool = True) -> dict[str, float]:
+def bound_seconds(
+    need: Counter[str], latency: float, *, limits: bool = True, started: float | None = None
+) -> dict[str, float]:
     """Physical bounds: latency over concurrency, and the rate limits.
 
     ``rate``: the token-wide limit; ``endpoint``: per limited route. For a limit, the
     requests beyond one window's allowance, at the limit's rate (a first window's worth
-    may go at once).
+    may go at once). GitLab's windows are aligned to multiples of their period, so with
+    ``started`` (the Unix time the scan started) the limits' bounds are exact instead:
+    the time until the window that admits a limit's last needed request opens.
+    ``*_fluid`` keep the rate-only figures; ``bound`` is the largest bound.
     """
     total = sum(need.values())
-    general_n, general_p = GITLAB_COM_ENDPOINT_LIMITS[ALL]
-    endpoint = 0.0
-    for route, (limit, period) in GITLAB_COM_ENDPOINT_LIMITS.items():
-        if route != ALL and need.get(route, 0) > limit:
-            endpoint = max(endpoint, (need[route] - limit) * period / limit)
     latency_bound = total * latency / CONCURRENCY
     if not limits:
         return {"latency": latency_bound, "rate": 0.0, "endpoint": 0.0, "bound": latency_bound}
-    rate_bound = max(0, total - general_n) * general_p / general_n
+
+    def fluid(n: int, limit: int, period: float) -> float:
+        return max(0, n - limit) * period / limit
+
+    def aligned(n: int, limit: int, period: float) -> float:
+        if started is None or n <= limit:
+            return fluid(n, limit, period)
+        windows = math.ceil(n / limit)  # the last needed request goes in the last one
+        opens = (math.floor(started / period) + windows - 1) * period
+        return opens - started
+
+    general_n, general_p = GITLAB_COM_ENDPOINT_LIMITS[ALL]
+    endpoint = endpoint_fluid = 0.0
+    for route, (limit, period) in GITLAB_COM_ENDPOINT_LIMITS.items():
+        if route != ALL and need.get(route, 0) > limit:
+            endpoint = max(endpoint, aligned(need[route], limit, period))
+            endpoint_fluid = max(endpoint_fluid, fluid(need[route], limit, period))
     return {
         "latency": latency_bound,
-        "rate": rate_bound,
+        "rate": aligned(total, general_n, general_p),
+        "rate_fluid": fluid(total, general_n, general_p),
         "endpoint": endpoint,
-        "bound": max(latency_bound, rate_bound, endpoint),
+        "endpoint_fluid": endpoint_fluid,
+        "bound": max(latency_bound, aligned(total, general_n, general_p), endpoint),
     }
 
 
@@ -196,12 +214,14 @@ async def run_scenario(
     name: str, *, seed: int, latency_ms: int, baseline: bool, workdir: Path,
     baseline_since: bool = False,
     limits: bool = True,
+    history_commits: int = 0,
 ) -> dict[str, Any]:
     users, projects = SCENARIOS[name]
-    org = generate_org(seed, users=users, projects=projects, host=HOST)
+    org = generate_org(seed, users=users, projects=projects, host=HOST,
+                       history_commits=history_commits)
     latency = latency_ms / 1000
     result: dict[str, Any] = {"scenario": name, "users": users, "projects": projects,
-                              "gitlab_com_limits": limits}
+                              "gitlab_com_limits": limits, "history_commits": history_commits}
     async with SimulatorServer(org, token=TOKEN, limits=GITLAB_COM_LIMITS if limits else None,
                                host=HOST, port=0) as sim:
         sim.faults.latency_ms = latency_ms
@@ -213,17 +233,20 @@ async def run_scenario(
                     changed = add_new_work(org, share=0.05, push=True, seed=seed)
                 need = needed_requests(org, discovery=phase == "first", changed=changed)
                 mark = len(sim.log)
+                started = time.time()
                 measured = await child.scan(org)
                 requests, throttled = count(sim, mark)
                 truth = truth_commits(org)
-                bounds = bound_seconds(need, latency, limits=limits)
+                bounds = bound_seconds(need, latency, limits=limits, started=started)
                 result[phase] = {
                     "requests": requests,
                     "requests_429": throttled,
                     "needed_requests": sum(need.values()),
                     **{k: v for k, v in measured.items() if k != "commits"},
                     "bound_seconds": bounds,
-                    "ratio_to_bound": measured["wall_seconds"] / max(bounds["bound"], 1e-9),
+                    # no ratio to a bound of nothing (no latency, no limits)
+                    "ratio_to_bound": (measured["wall_seconds"] / bounds["bound"]
+                                       if bounds["bound"] > 0 else None),
                     "equals_truth": measured["commits"] == truth,
                 }
                 result[f"{phase}_commits"] = measured["commits"]
@@ -262,10 +285,14 @@ async def run_scenario(
     return result
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = (f"{'scenario':<8} {'run':<9} {'requests':>8} {'429s':>5} {'wall s':>8} "
             f"{'bound s':>8} {'ratio':>6} {'RSS MB':>7} {'render ms':>9} {'metrics KB':>10} "
-            f"{'stall ms':>8} {'exact':>5}")
+            f"{'stall ms':>8} {'gc ms':>6} {'exact':>5}")
     lines = [head, "-" * len(head)]
     for r in results:
         for phase in ("first", "steady"):
@@ -273,16 +300,16 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"{r['scenario']:<8} {phase:<9} {p['requests']:>8} {p['requests_429']:>5} "
                 f"{p['wall_seconds']:>8.2f} {p['bound_seconds']['bound']:>8.2f} "
-                f"{p['ratio_to_bound']:>6.2f} {p['peak_rss_mb']:>7.1f} {p['render_ms']:>9.2f} "
+                f"{_ratio(p['ratio_to_bound']):>6} {p['peak_rss_mb']:>7.1f} {p['render_ms']:>9.2f} "
                 f"{p['metrics_bytes'] / 1024:>10.1f} {p['max_stall_ms']:>8.1f} "
-                f"{'yes' if p['equals_truth'] else 'NO':>5}"
+                f"{p['max_gc_pause_ms']:>6.1f} {'yes' if p['equals_truth'] else 'NO':>5}"
             )
         b = r.get("baseline")
         if b:
             lines.append(
                 f"{r['scenario']:<8} {'baseline':<9} {b['requests']:>8} {b['requests_429']:>5} "
                 f"{b['wall_seconds']:>8.2f} {'':>8} {'':>6} {b['peak_rss_mb']:>7.1f} "
-                f"{'':>9} {'':>10} {'':>8} {'yes' if b['equals_truth'] else 'NO':>5}"
+                f"{'':>9} {'':>10} {'':>8} {'':>6} {'yes' if b['equals_truth'] else 'NO':>5}"
             )
     return "\n".join(lines)
 
@@ -302,6 +329,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 name, seed=args.seed, latency_ms=args.latency_ms,
                 baseline=not args.no_baseline, workdir=Path(tmp),
                 baseline_since=args.baseline_since, limits=not args.no_limits,
+                history_commits=args.history_commits,
             ))
     print(table(results))
     return report(results, args)
@@ -338,6 +366,9 @@ def main() -> None:
                         help="no rate limits in the simulator (e.g. to measure `large` quickly)")
     parser.add_argument("--baseline-since", action="store_true",
                         help="let the baseline ask only for the window's commits")
+    parser.add_argument("--history-commits", type=int, default=0, metavar="N",
+                        help="give every project that is not a fork N more commits from "
+                             "the two years before the window (long-lived repositories)")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
     args = parser.parse_args()
     sys.exit(asyncio.run(main_async(args)))

@@ -864,3 +864,32 @@ async def test_serve_simulator_runs_until_cancelled(capsys: pytest.CaptureFixtur
         await task
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:{port}" in out and "token: t" in out
+
+
+def test_history_commits_deepen_old_history_and_leave_the_truth_alone() -> None:
+    now = datetime(2026, 5, 4, 12, tzinfo=UTC)
+    plain = generate_org(3, users=12, projects=30, now=now)
+    deep = generate_org(3, users=12, projects=30, now=now, history_commits=50)
+
+    def truth(org: Any) -> dict[str, ExpectedUser]:
+        return expected_activity(
+            org, usernames=[u.username for u in org.users.values()], timezone="UTC",
+            periods={"day": "00:00-24:00"}, lookback_days=30, now=now,
+            extra_emails=org.extra_emails,
+        )
+
+    assert truth(deep) == truth(plain)
+    window_start = now - timedelta(days=30)
+    deepened = 0
+    for pid, commits in plain.commits.items():
+        added = {c.sha: c for c in deep.commits[pid]}.keys() - {c.sha for c in commits}
+        if plain.projects[pid].forked_from_project is not None or not commits:
+            assert not added
+            continue
+        deepened += 1
+        assert len(added) == 50
+        authors = {(c.author_name, c.author_email) for c in commits}
+        for c in deep.commits[pid]:
+            if c.sha in added:
+                assert c.committed_date < window_start and (c.author_name, c.author_email) in authors
+    assert deepened > 10

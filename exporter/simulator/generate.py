@@ -772,10 +772,53 @@ def generate_org(
     now: datetime | None = None,
     lookback_days: float = 30,
     host: str = "gitlab.example.com",
+    history_commits: int = 0,
 ) -> Org:
-    """Build a deterministic organisation for ``seed`` (see the module docstring)."""
+    """Build a deterministic organisation for ``seed`` (see the module docstring).
+
+    ``history_commits``: every project that is not a fork gets this many more commits on
+    its default branch, authored and committed in the two years before the window by
+    the project's own authors, as long-lived repositories have (the organisation is
+    otherwise the same: these come from a random generator of their own).
+    """
     if now is None:
         now = datetime.now(UTC).replace(microsecond=0)
     elif now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
-    return _Gen(seed, users, projects, now.astimezone(UTC), lookback_days, host).build()
+    if history_commits < 0:
+        raise ValueError("history_commits must not be negative")
+    org = _Gen(seed, users, projects, now.astimezone(UTC), lookback_days, host).build()
+    if history_commits:
+        _add_history(org, seed, history_commits, now - timedelta(days=lookback_days))
+        org.reindex()
+    return org
+
+
+def _add_history(org: Org, seed: int, per_project: int, window_start: datetime) -> None:
+    rng = random.Random(f"history-{seed}")
+    latest = int(window_start.timestamp()) - 2 * 86400  # two days clear of the window
+    earliest = latest - 730 * 86400
+    for pid in sorted(org.commits):
+        project = org.projects.get(pid)
+        commits = org.commits[pid]
+        if project is None or project.forked_from_project is not None or not commits:
+            continue
+        authors = sorted({(c.author_name, c.author_email) for c in commits})
+        for _ in range(per_project):
+            name, email = _ch(rng, authors)
+            when = _dt(_ri(rng, earliest, latest), _ch(rng, OFFSETS))
+            title = f"{_ch(rng, _VERBS)} {_ch(rng, _NOUNS)}"
+            commits.append(
+                Commit(
+                    sha=f"{rng.getrandbits(160):040x}",
+                    title=title,
+                    message=f"{title}\n",
+                    author_name=name,
+                    author_email=email,
+                    authored_date=when,
+                    committed_date=when,
+                    committer_name=name,
+                    committer_email=email,
+                    branch=project.default_branch,
+                )
+            )
