@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 import gitlab
+from rss import peak_rss_mb
 
 
 def _norm(value: str) -> str:
@@ -117,7 +117,7 @@ def main() -> None:
             failed[name] = f"{type(exc).__name__}: {exc}"[:200]
     print(json.dumps({
         "wall_seconds": time.perf_counter() - started,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "commits": commits,
         "failed": failed,
     }))

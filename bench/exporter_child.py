@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import resource
 import sys
 import time
 from datetime import datetime
@@ -25,6 +24,9 @@ from exporter.collectors import build_registry
 from exporter.config import load_config
 from exporter.logs import configure_logging
 from exporter.service import ExporterService
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rss import peak_rss_mb
 
 
 class StallMeter:
@@ -118,7 +120,7 @@ async def main(config_path: str) -> None:
                 "render_ms": render * 1000,
                 "uncached_render_ms": cold_render * 1000,
                 "metrics_bytes": len(body),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": peak_rss_mb(),
                 "users_failed": snapshot.last_scan.users_failed if snapshot.last_scan else None,
                 "commits": {
                     name: state.stats.commits

@@ -32,10 +32,11 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Final
 
 import structlog
 
-from exporter.attribution import Window
+from exporter.attribution import CommitLike, Window
 from exporter.gitlab.api import CommitRecord, GitLabApi, Push
 from exporter.gitlab.errors import NotFoundError
 
@@ -52,14 +53,13 @@ def _norm(value: str) -> str:
     return sys.intern(value.strip().casefold())
 
 
-@dataclass(frozen=True, slots=True)
-class StoredCommit:
-    """One commit as kept between scans: enough to attribute and bucket it."""
+AUTHORED: Final = 3  # index of the authored date in a stored commit
 
-    sha: str
-    author_name: str  # trimmed, case-folded
-    author_email: str  # trimmed, case-folded
-    authored_date: datetime  # in the commit's own offset
+StoredCommit = CommitLike
+"""One commit as kept between scans, enough to attribute and bucket it:
+``(sha, author_name, author_email, authored_date)``, the names trimmed and case-folded,
+the date in the commit's own offset. A plain tuple, which the garbage collector stops
+tracking (see :data:`exporter.attribution.CommitLike`)."""
 
 
 @dataclass(slots=True)
@@ -153,7 +153,7 @@ class CommitStore:
         state = self.projects.get(project_id)
         if state is None:
             return 0
-        old = [sha for sha, c in state.commits.items() if c.authored_date < window_start]
+        old = [sha for sha, c in state.commits.items() if c[AUTHORED] < window_start]
         for sha in old:
             del state.commits[sha]
         return len(old)
@@ -184,11 +184,11 @@ class CommitStore:
                 state.watermark = committed
             if record.authored_date < window_start or record.sha in state.commits:
                 continue
-            state.commits[record.sha] = StoredCommit(
-                sha=sys.intern(record.sha),
-                author_name=_norm(record.author_name),
-                author_email=_norm(record.author_email),
-                authored_date=record.authored_date,
+            state.commits[record.sha] = (
+                sys.intern(record.sha),
+                _norm(record.author_name),
+                _norm(record.author_email),
+                record.authored_date,
             )
             added += 1
         return added

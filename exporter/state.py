@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from exporter.authored_items import AuthoredItemStore, UserItems
-from exporter.commit_store import CommitStore, ProjectState, StoredCommit
+from exporter.commit_store import CommitStore, ProjectState
 from exporter.config import Config
 from exporter.discovery import Discovery, DiscoveryCache
 from exporter.gitlab.api import ItemRef, UserDetail
@@ -220,9 +220,9 @@ def save_state(
         conn.executemany(
             "INSERT INTO commits VALUES (?, ?, ?, ?, ?)",
             (
-                (pid, c.sha, c.author_name, c.author_email, c.authored_date.isoformat())
+                (pid, sha, name, email, authored.isoformat())
                 for pid, p in store.projects.items()
-                for c in p.commits.values()
+                for sha, name, email, authored in p.commits.values()
             ),
         )
         conn.executemany(
@@ -309,9 +309,7 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 pushed=_dt(pushed),
             )
         for pid, sha, name, email, authored in conn.execute("SELECT * FROM commits"):
-            store.projects[int(pid)].commits[sha] = StoredCommit(
-                sha=sha, author_name=name, author_email=email, authored_date=_req_dt(authored)
-            )
+            store.projects[int(pid)].commits[sha] = (sha, name, email, _req_dt(authored))
         listings: dict[tuple[str, str], dict[int, datetime | None]] = {}
         for key, kind, pid, activity in conn.execute("SELECT * FROM listings"):
             listings.setdefault((key, kind), {})[int(pid)] = _dt(activity)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import pytest
 
@@ -18,8 +18,7 @@ TABLE = build_period_table({"morning": "09:00-12:30", "afternoon": "12:30-17:00"
 ME = Identity.build(user_id=7, username="dev", display_name="Dev One", host="gl.example")
 
 
-@dataclass(frozen=True)
-class C:
+class C(NamedTuple):
     sha: str
     author_name: str
     author_email: str

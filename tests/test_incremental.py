@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,7 +74,7 @@ async def test_commits_aging_out_of_the_window_are_dropped(org: Org, sim: Simula
     window_start = org.now - timedelta(days=config.scan.lookback_days)
     assert 0 < store.commit_count < kept_before
     assert all(
-        c.authored_date >= window_start for p in store.projects.values() for c in p.commits.values()
+        c[3] >= window_start for p in store.projects.values() for c in p.commits.values()
     )
     assert_exact(snapshot, org, config)
     # nothing new happened: the aged-out commits were dropped without refetching
@@ -160,9 +161,26 @@ def test_store_merges_by_sha_and_tracks_the_committer_watermark() -> None:
     project = store.projects[1]
     assert sorted(project.commits) == ["a", "b"]  # merged by SHA; out-of-window not kept
     assert project.watermark == NOW - HOUR  # the committer date, not the authored one
-    assert project.commits["a"].author_email == "alice@example.com"
-    assert project.commits["a"].author_name == "alice"
+    _, author_name, author_email, _ = project.commits["a"]
+    assert author_email == "alice@example.com"
+    assert author_name == "alice"
     assert store.prune(1, authored + timedelta(seconds=1)) == 2
+
+
+def test_kept_commits_are_not_tracked_by_the_garbage_collector() -> None:
+    """Hundreds of thousands of kept commits must not lengthen the collector's full
+    passes (each one pauses the event loop): after a collection, none is tracked."""
+    store = CommitStore()
+    records = [
+        CommitRecord(f"{n:040x}", f"Dev {n % 7}", f"dev{n % 7}@example.com",
+                     NOW - HOUR - n * timedelta(seconds=30), NOW - HOUR)
+        for n in range(1000)
+    ]
+    store.merge(1, records, fetched_at=NOW, activity=None, window_start=START)
+    gc.collect()
+    kept = list(store.projects[1].commits.values())
+    assert len(kept) == 1000
+    assert not any(gc.is_tracked(c) for c in kept)
 
 
 async def test_a_late_push_of_old_commits_is_found(org: Org, sim: SimulatorServer) -> None:
