@@ -208,6 +208,11 @@ class IncrementalCommits:
     Every user reports its project hints with :meth:`arrive` (or arrives with none when
     its discovery failed) before any project is decided, so a push seen by one user
     makes the project fresh for all of them.
+
+    Projects are decided by a fixed pool of ``workers`` tasks taking them in turn; users
+    wait on one future per project. Ten thousand projects are ten thousand futures, not
+    ten thousand suspended tasks with their coroutine chains, which the garbage
+    collector's full passes (pauses of the event loop) would have to walk.
     """
 
     def __init__(
@@ -219,7 +224,10 @@ class IncrementalCommits:
         now: datetime,
         overlap: timedelta,
         users: Iterable[str],
+        workers: int = 32,
     ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self._api = api
         self._store = store
         self._window = window
@@ -231,7 +239,10 @@ class IncrementalCommits:
         self._ready = asyncio.Event()
         if not self._waiting:
             self._ready.set()
-        self._tasks: dict[int, asyncio.Task[Sequence[StoredCommit]]] = {}
+        self._futures: dict[int, asyncio.Future[Sequence[StoredCommit]]] = {}
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._worker_count = workers
+        self._workers: list[asyncio.Task[None]] = []
         self._prefetcher: asyncio.Task[None] | None = None
         self.requests_planned = 0
         self.projects_skipped = 0
@@ -258,32 +269,49 @@ class IncrementalCommits:
             self._prefetcher = asyncio.ensure_future(self._prefetch(sorted(self._hints)))
 
     async def _prefetch(self, project_ids: Sequence[int]) -> None:
-        """Start every project's decision, a few at a time so the loop keeps turning."""
+        """Queue every project's decision, a few at a time so the loop keeps turning."""
         for n, project_id in enumerate(project_ids, start=1):
-            self._task(project_id)
+            self._future(project_id)
             if n % PREFETCH_BATCH == 0:
                 await asyncio.sleep(0)
 
-    def _task(self, project_id: int) -> asyncio.Task[Sequence[StoredCommit]]:
-        task = self._tasks.get(project_id)
-        if task is None:
-            task = asyncio.ensure_future(self._resolve(project_id))
-            self._tasks[project_id] = task
-        return task
+    def _future(self, project_id: int) -> asyncio.Future[Sequence[StoredCommit]]:
+        future = self._futures.get(project_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._futures[project_id] = future
+            self._queue.put_nowait(project_id)
+            if not self._workers:
+                self._workers = [
+                    asyncio.ensure_future(self._work()) for _ in range(self._worker_count)
+                ]
+        return future
+
+    async def _work(self) -> None:
+        while True:
+            project_id = await self._queue.get()
+            future = self._futures[project_id]
+            try:
+                result = await self._resolve(project_id)
+            except Exception as exc:  # the users waiting on it fail with it
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
 
     async def get_many(self, project_ids: Sequence[int]) -> list[Sequence[StoredCommit]]:
         """The commits of each project, in order; a failed fetch raises its error."""
         await self._ready.wait()
         if self._prefetcher is not None:
-            # the prefetcher starts every decision a batch at a time; starting this user's
-            # here instead would start thousands at once when all users are released
+            # the prefetcher queues every decision a batch at a time, in project order
             await asyncio.shield(self._prefetcher)
-        tasks = [self._task(pid) for pid in project_ids]
-        pending = [t for t in tasks if not t.done()]
+        futures = [self._future(pid) for pid in project_ids]
+        pending = [f for f in futures if not f.done()]
         if pending:
-            # asyncio.wait never cancels the shared tasks when this user is cancelled
+            # asyncio.wait never cancels the shared futures when this user is cancelled
             await asyncio.wait(pending)
-        return [t.result() for t in tasks]
+        return [f.result() for f in futures]
 
     async def _resolve(self, project_id: int) -> Sequence[StoredCommit]:
         store = self._store
@@ -339,12 +367,8 @@ class IncrementalCommits:
 
     async def get(self, project_id: int) -> Sequence[StoredCommit]:
         await self._ready.wait()
-        task = self._tasks.get(project_id)
-        if task is None:
-            task = asyncio.ensure_future(self._resolve(project_id))
-            self._tasks[project_id] = task
         # shield: one user being cancelled must not cancel a fetch others wait on
-        return await asyncio.shield(task)
+        return await asyncio.shield(self._future(project_id))
 
     def finish(self) -> None:
         """After a scan: forget projects nobody works in, when every discovery succeeded."""
@@ -354,8 +378,10 @@ class IncrementalCommits:
     def close(self) -> None:
         if self._prefetcher is not None and not self._prefetcher.done():
             self._prefetcher.cancel()
-        for task in self._tasks.values():
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled():
-                task.exception()  # mark retrieved: failures were reported per user
+        for worker in self._workers:
+            worker.cancel()
+        for future in self._futures.values():
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # mark retrieved: failures were reported per user

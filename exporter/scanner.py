@@ -119,6 +119,8 @@ class Scanner:
             now=now,
             overlap=timedelta(seconds=self._config.scan.overlap_seconds),
             users=usernames,
+            # enough projects in flight to keep every connection busy, no more
+            workers=2 * self._config.gitlab.max_concurrency,
         )
         items = self._authored_items(window, now, usernames)
         progress = _Progress(len(usernames), self._on_progress)

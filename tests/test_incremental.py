@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,11 +11,12 @@ from exporter.commit_store import CommitStore, ProjectHint, ProjectState, plan_f
 from exporter.config import Config
 from exporter.gitlab.api import CommitRecord
 from exporter.service import ExporterService
+from exporter.simulator.generate import generate_org
 from exporter.simulator.model import Commit, Event, Org
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.workload import add_new_work
 from exporter.snapshot import Snapshot
-from tests.conftest import make_config
+from tests.conftest import HOST, TOKEN, make_config
 from tests.test_scan_against_simulator import expected_numbers, numbers, truth_for
 
 COMMITS = "/projects/:id/repository/commits"
@@ -215,3 +217,32 @@ async def test_a_late_push_of_old_commits_is_found(org: Org, sim: SimulatorServe
     assert late.sha in service.scanner.store.projects[pid].commits
     reads = [q for q in commit_requests(sim, mark) if q["path"].split("/")[4] == str(pid)]
     assert len(reads) == 2  # the incremental read, then the whole window
+
+
+async def test_project_decisions_run_on_a_bounded_pool_of_tasks() -> None:
+    """However many projects there are, a scan holds one task per user plus a fixed pool
+    of project workers (not one suspended task per project)."""
+    many = generate_org(4, users=6, projects=200, host=HOST)
+    async with SimulatorServer(many, token=TOKEN, host=HOST, port=0) as server:
+        config = make_config(many, server.url)
+        workers = 2 * config.gitlab.max_concurrency
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(asyncio.all_tasks()))
+                await asyncio.sleep(0)
+
+        async with ExporterService(config, clock=lambda: many.now) as service:
+            sampler = asyncio.create_task(sample())
+            before = len(asyncio.all_tasks())
+            snapshot = await service.scan_once()
+            sampler.cancel()
+        assert_exact(snapshot, many, config)
+    projects = len({int(r.path.split("/")[4]) for r in server.log.entries
+                    if r.endpoint == COMMITS})
+    assert projects > 100  # the organisation has far more projects than the pool
+    users = len(snapshot.users)
+    # user scans, their three lists each, the pool, the shared lists and the prefetcher
+    assert peak - before <= users * 4 + workers + 4 < projects
