@@ -265,6 +265,8 @@ class Scanner:
         for pid, found_pushes in by_project.items():
             hints[pid] = hints.get(pid, ProjectHint()).combine(ProjectHint.of_pushes(found_pushes))
         cache.arrive(username, hints)
+        # the scan keeps what it needs of these; this user's copies need not wait with it
+        del pushes, hints, by_project
         ids = sorted(projects.all)
         fetched = await cache.get_many(ids)
         commits: Mapping[int, Sequence[CommitLike]] = dict(zip(ids, fetched, strict=True))
