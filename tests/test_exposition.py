@@ -131,51 +131,48 @@ async def test_openmetrics_has_one_eof_at_the_end_and_no_duplicate_families() ->
     assert "gitlab_activity_user_commits" in names
 
 
+def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[exposition.Encoder]:
+    """The encoders the registry renders the snapshot part with, one per rendering."""
+    renders: list[exposition.Encoder] = []
+    original = SnapshotRegistry._render_snapshot_part
+
+    async def counting(self: SnapshotRegistry, encoder: exposition.Encoder) -> bytes:
+        renders.append(encoder)
+        return await original(self, encoder)
+
+    monkeypatch.setattr(SnapshotRegistry, "_render_snapshot_part", counting)
+    return renders
+
+
 async def test_cache_is_used_while_the_snapshot_is_the_same_and_dropped_when_it_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     holder = Holder(many_users(5, scans=1))
     registry, _ = registry_for(holder)
-    renders = 0
-    original = SnapshotRegistry._render_snapshot_part
-
-    async def counting(self: SnapshotRegistry, encoder: exposition.Encoder) -> bytes:
-        nonlocal renders
-        renders += 1
-        return await original(self, encoder)
-
-    monkeypatch.setattr(SnapshotRegistry, "_render_snapshot_part", counting)
+    renders = count_renders(monkeypatch)
     encoder, content_type = choose_encoder("")
     first = await registry.render(encoder, content_type)
     await registry.render(encoder, content_type)
-    assert renders == 1
+    assert len(renders) == 1
     assert b"gitlab_activity_scans_total 1.0" in first
     holder.snapshot = many_users(5, scans=2)  # a scan swapped the snapshot
     second = await registry.render(encoder, content_type)
-    assert renders == 2
+    assert len(renders) == 2
     assert b"gitlab_activity_scans_total 2.0" in second
     assert b"gitlab_activity_scans_total 1.0" not in second
     # another format is rendered (and cached) separately
     await registry.render(generate_openmetrics, OPENMETRICS)
     await registry.render(generate_openmetrics, OPENMETRICS)
-    assert renders == 3
+    assert len(renders) == 3
 
 
 async def test_concurrent_scrapes_share_one_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
     holder = Holder(many_users(20))
     registry, _ = registry_for(holder)
-    renders = 0
-    original = SnapshotRegistry._render_snapshot_part
-
-    async def counting(self: SnapshotRegistry, encoder: exposition.Encoder) -> bytes:
-        nonlocal renders
-        renders += 1
-        return await original(self, encoder)
-
-    monkeypatch.setattr(SnapshotRegistry, "_render_snapshot_part", counting)
+    renders = count_renders(monkeypatch)
     encoder, content_type = choose_encoder("")
     bodies = await asyncio.gather(*(registry.render(encoder, content_type) for _ in range(5)))
-    assert renders == 1
+    assert len(renders) == 1
     assert len({b.split(b"test_live_calls")[0] for b in bodies}) == 1
 
 
@@ -201,14 +198,7 @@ async def test_warm_renders_the_formats_scraped_before(monkeypatch: pytest.Monke
     await registry.render(generate_openmetrics, OPENMETRICS)
     holder.snapshot = many_users(5, scans=2)
     await registry.warm()
-    rendered = []
-    original = SnapshotRegistry._render_snapshot_part
-
-    async def counting(self: SnapshotRegistry, encoder: exposition.Encoder) -> bytes:
-        rendered.append(encoder)
-        return await original(self, encoder)
-
-    monkeypatch.setattr(SnapshotRegistry, "_render_snapshot_part", counting)
+    rendered = count_renders(monkeypatch)
     await registry.render(generate_openmetrics, OPENMETRICS)
     await registry.render(*choose_encoder(""))
     assert rendered == []  # both the default text and the scraped OpenMetrics were warm

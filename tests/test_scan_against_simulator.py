@@ -316,19 +316,12 @@ async def test_service_renders_the_new_snapshots_metrics_right_after_the_scan(
     from prometheus_client import generate_latest
     from prometheus_client.exposition import choose_encoder
 
-    from exporter.exposition import Encoder, SnapshotRegistry
+    from tests.test_exposition import count_renders
 
     service = ExporterService(make_config(org, sim.url), clock=lambda: org.now)
     registry = build_registry(lambda: service.snapshot, version=__version__)
     service.attach_metrics(registry, warm=True)
-    renders: list[Encoder] = []
-    original = SnapshotRegistry._render_snapshot_part
-
-    async def counting(self: SnapshotRegistry, encoder: Encoder) -> bytes:
-        renders.append(encoder)
-        return await original(self, encoder)
-
-    monkeypatch.setattr(SnapshotRegistry, "_render_snapshot_part", counting)
+    renders = count_renders(monkeypatch)
     async with service:
         await service.scan_once()
         assert len(renders) == 1  # the plain text format, rendered after the scan
