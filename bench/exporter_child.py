@@ -87,6 +87,7 @@ async def main(config_path: str) -> None:
     service = ExporterService(config, clock=lambda: now)
     registry = build_registry(lambda: service.snapshot, version=__version__)
     service.attach_metrics(registry, warm=True)
+    gc.freeze()  # as `serve` does once started: start-up objects leave the collector's passes
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -224,6 +225,9 @@ async def _serve_until_signal(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _signal, signum)
+    # What start-up allocated (modules, configuration, the app) lives as long as the
+    # process: keep it out of the garbage collector's full passes, which pause the loop.
+    gc.freeze()
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, access_log=None
     )
