@@ -18,15 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client import generate_latest
 from prometheus_client.exposition import choose_encoder
+from rss import peak_rss_mb  # bench/ is on the path: this file runs as a script
 
 from exporter import __version__
 from exporter.collectors import build_registry
 from exporter.config import load_config
 from exporter.logs import configure_logging
 from exporter.service import ExporterService
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rss import peak_rss_mb
 
 
 class StallMeter:

@@ -122,6 +122,7 @@ def bound_seconds(
         return opens - started
 
     general_n, general_p = GITLAB_COM_ENDPOINT_LIMITS[ALL]
+    rate = aligned(total, general_n, general_p)
     endpoint = endpoint_fluid = 0.0
     for route, (limit, period) in GITLAB_COM_ENDPOINT_LIMITS.items():
         if route != ALL and need.get(route, 0) > limit:
@@ -129,11 +130,11 @@ def bound_seconds(
             endpoint_fluid = max(endpoint_fluid, fluid(need[route], limit, period))
     return {
         "latency": latency_bound,
-        "rate": aligned(total, general_n, general_p),
+        "rate": rate,
         "rate_fluid": fluid(total, general_n, general_p),
         "endpoint": endpoint,
         "endpoint_fluid": endpoint_fluid,
-        "bound": max(latency_bound, aligned(total, general_n, general_p), endpoint),
+        "bound": max(latency_bound, rate, endpoint),
     }
 
 

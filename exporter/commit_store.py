@@ -365,11 +365,6 @@ class IncrementalCommits:
                 return True
         return False
 
-    async def get(self, project_id: int) -> Sequence[StoredCommit]:
-        await self._ready.wait()
-        # shield: one user being cancelled must not cancel a fetch others wait on
-        return await asyncio.shield(self._future(project_id))
-
     def finish(self) -> None:
         """After a scan: forget projects nobody works in, when every discovery succeeded."""
         if not self._failed_discovery and not self._waiting:

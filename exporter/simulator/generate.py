@@ -140,6 +140,16 @@ def _utc(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _personal_namespace(owner: User) -> Namespace:
+    return Namespace(
+        id=100000 + owner.id,
+        name=owner.name,
+        path=owner.username,
+        kind="user",
+        full_path=owner.username,
+    )
+
+
 class _Gen:
     def __init__(
         self,
@@ -387,14 +397,7 @@ class _Gen:
         rng.shuffle(owners)
         for i in range(n_personal):
             owner = owners[i] if i < len(owners) else _ch(rng, self.user_list)
-            ns = Namespace(
-                id=100000 + owner.id,
-                name=owner.name,
-                path=owner.username,
-                kind="user",
-                full_path=owner.username,
-            )
-            p = new_project(ns)
+            p = new_project(_personal_namespace(owner))
             contributors = [owner.id] if owner.id not in self.inactive else []
             if rng.random() < 0.2:
                 other = _ch(rng, active_users)
@@ -423,14 +426,7 @@ class _Gen:
                 break
             up = _ch(rng, candidates)
             owner = self.users[_ch(rng, self.contributors[up.id])]
-            ns = Namespace(
-                id=100000 + owner.id,
-                name=owner.name,
-                path=owner.username,
-                kind="user",
-                full_path=owner.username,
-            )
-            fork = new_project(ns)
+            fork = new_project(_personal_namespace(owner))
             fork.forked_from_project = up.id
             fork.default_branch = up.default_branch
             fork_point = _ri(rng, self.clock.in_lo, self.clock.in_hi)

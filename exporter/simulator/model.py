@@ -117,6 +117,10 @@ class Event:
     hidden: bool = False
 
 
+def _latest(first: datetime, *others: datetime | None) -> datetime:
+    return max((first, *(d for d in others if d is not None)))
+
+
 @dataclass(slots=True)
 class MergeRequest:
     id: int
@@ -134,9 +138,7 @@ class MergeRequest:
 
     @property
     def last_update(self) -> datetime:
-        return self.updated_at or max(
-            d for d in (self.created_at, self.merged_at, self.closed_at) if d is not None
-        )
+        return self.updated_at or _latest(self.created_at, self.merged_at, self.closed_at)
 
 
 @dataclass(slots=True)
@@ -155,9 +157,7 @@ class Issue:
 
     @property
     def last_update(self) -> datetime:
-        return self.updated_at or max(
-            d for d in (self.created_at, self.closed_at) if d is not None
-        )
+        return self.updated_at or _latest(self.created_at, self.closed_at)
 
 
 @dataclass
