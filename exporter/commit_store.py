@@ -32,6 +32,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import Final
 
 import structlog
@@ -71,6 +72,12 @@ class ProjectState:
     commits: dict[str, StoredCommit] = field(default_factory=dict)
 
 
+PushHead = tuple[datetime, str | None]
+"""A push that brought commits: ``(created_at, head)``, the head ``None`` for a bulk push.
+A plain tuple, which the garbage collector stops tracking: a large scan holds tens of
+thousands of them until every project is decided."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectHint:
     """What this scan's discovery says about a project."""
@@ -78,7 +85,8 @@ class ProjectHint:
     activity: datetime | None = None  # last_activity_at from a listing
     listed_at: datetime | None = None  # when that listing was fetched
     pushed_at: datetime | None = None  # latest push event of a scanned user
-    pushes: tuple[Push, ...] = ()  # scanned users' push events to it in the window
+    # scanned users' pushes to it in the window, except branch deletions
+    pushes: tuple[PushHead, ...] = ()
 
     def combine(self, other: ProjectHint) -> ProjectHint:
         return ProjectHint(
@@ -90,7 +98,10 @@ class ProjectHint:
 
     @classmethod
     def of_pushes(cls, pushes: Sequence[Push]) -> ProjectHint:
-        return cls(pushed_at=max(p.created_at for p in pushes), pushes=tuple(pushes))
+        return cls(
+            pushed_at=max(p.created_at for p in pushes),
+            pushes=tuple((p.created_at, p.head) for p in pushes if not p.removed),
+        )
 
 
 def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -202,6 +213,25 @@ class CommitStore:
         return len(gone)
 
 
+class _Waiter:
+    """One user's wait for its projects: a single future, resolved when the last of
+    them is decided."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A project whose decision raised: every user waiting on it fails with it."""
+
+    error: Exception
+    traceback: TracebackType | None
+
+
 class IncrementalCommits:
     """One scan's view of the store: each project decided and fetched at most once.
 
@@ -209,10 +239,12 @@ class IncrementalCommits:
     its discovery failed) before any project is decided, so a push seen by one user
     makes the project fresh for all of them.
 
-    Projects are decided by a fixed pool of ``workers`` tasks taking them in turn; users
-    wait on one future per project. Ten thousand projects are ten thousand futures, not
-    ten thousand suspended tasks with their coroutine chains, which the garbage
-    collector's full passes (pauses of the event loop) would have to walk.
+    Projects are decided by a fixed pool of ``workers`` tasks taking them in turn. A
+    user waits on one future of its own, which the decision of the last of its projects
+    resolves: each user wakes once, when its commits are all there. Thousands of users
+    neither wake together when decisions start, nor hang callbacks (each with a copy of
+    the context) on every project they share, nor leave suspended tasks per project for
+    the garbage collector's full passes (pauses of the event loop) to walk.
     """
 
     def __init__(
@@ -236,10 +268,10 @@ class IncrementalCommits:
         self._waiting = {u.casefold() for u in users}
         self._failed_discovery = False
         self._hints: dict[int, ProjectHint] = {}
-        self._ready = asyncio.Event()
-        if not self._waiting:
-            self._ready.set()
-        self._futures: dict[int, asyncio.Future[Sequence[StoredCommit]]] = {}
+        self._started = False
+        self._queued: set[int] = set()
+        self._decided: dict[int, Sequence[StoredCommit] | _Failed] = {}
+        self._waiters: dict[int, list[_Waiter]] = {}
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker_count = workers
         self._workers: list[asyncio.Task[None]] = []
@@ -247,6 +279,8 @@ class IncrementalCommits:
         self.requests_planned = 0
         self.projects_skipped = 0
         self.full_rereads = 0
+        if not self._waiting:
+            self._start()
 
     @property
     def projects_fetched(self) -> int:
@@ -265,53 +299,76 @@ class IncrementalCommits:
                 known = self._hints.get(pid)
                 self._hints[pid] = hint if known is None else known.combine(hint)
         if not self._waiting:
-            self._ready.set()
-            self._prefetcher = asyncio.ensure_future(self._prefetch(sorted(self._hints)))
+            self._start()
+
+    def _start(self) -> None:
+        """Every user has arrived: decide every hinted project, and any project a user
+        asked for that no hint named."""
+        self._started = True
+        wanted = set(self._hints) | set(self._waiters)
+        self._prefetcher = asyncio.ensure_future(self._prefetch(sorted(wanted)))
 
     async def _prefetch(self, project_ids: Sequence[int]) -> None:
         """Queue every project's decision, a few at a time so the loop keeps turning."""
         for n, project_id in enumerate(project_ids, start=1):
-            self._future(project_id)
+            self._enqueue(project_id)
             if n % PREFETCH_BATCH == 0:
                 await asyncio.sleep(0)
 
-    def _future(self, project_id: int) -> asyncio.Future[Sequence[StoredCommit]]:
-        future = self._futures.get(project_id)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._futures[project_id] = future
-            self._queue.put_nowait(project_id)
-            if not self._workers:
-                self._workers = [
-                    asyncio.ensure_future(self._work()) for _ in range(self._worker_count)
-                ]
-        return future
+    def _enqueue(self, project_id: int) -> None:
+        if project_id in self._queued:
+            return
+        self._queued.add(project_id)
+        self._queue.put_nowait(project_id)
+        if not self._workers:
+            self._workers = [
+                asyncio.ensure_future(self._work()) for _ in range(self._worker_count)
+            ]
 
     async def _work(self) -> None:
         while True:
             project_id = await self._queue.get()
-            future = self._futures[project_id]
+            outcome: Sequence[StoredCommit] | _Failed
             try:
-                result = await self._resolve(project_id)
+                outcome = await self._resolve(project_id)
             except Exception as exc:  # the users waiting on it fail with it
-                if not future.done():
-                    future.set_exception(exc)
-            else:
-                if not future.done():
-                    future.set_result(result)
+                outcome = _Failed(exc, exc.__traceback__)
+            self._decided[project_id] = outcome
+            for waiter in self._waiters.pop(project_id, ()):
+                waiter.remaining -= 1
+                if waiter.remaining == 0 and not waiter.future.done():
+                    waiter.future.set_result(None)
+            # a project decided without a request must not keep the loop to itself
+            await asyncio.sleep(0)
 
     async def get_many(self, project_ids: Sequence[int]) -> list[Sequence[StoredCommit]]:
-        """The commits of each project, in order; a failed fetch raises its error."""
-        await self._ready.wait()
-        if self._prefetcher is not None:
-            # the prefetcher queues every decision a batch at a time, in project order
-            await asyncio.shield(self._prefetcher)
-        futures = [self._future(pid) for pid in project_ids]
-        pending = [f for f in futures if not f.done()]
+        """The commits of each project, in order; a failed fetch raises its error.
+
+        Cancelling the caller cancels only its own wait, never the shared decisions.
+        """
+        pending = {pid for pid in project_ids if pid not in self._decided}
         if pending:
-            # asyncio.wait never cancels the shared futures when this user is cancelled
-            await asyncio.wait(pending)
-        return [f.result() for f in futures]
+            waiter = _Waiter(asyncio.get_running_loop().create_future(), len(pending))
+            for pid in pending:
+                self._waiters.setdefault(pid, []).append(waiter)
+                if self._started and pid not in self._hints:
+                    self._enqueue(pid)  # no hint named it: asked for after decisions started
+            try:
+                await waiter.future
+            finally:
+                if waiter.remaining:  # cancelled: stop counting for this waiter
+                    for pid in pending:
+                        others = self._waiters.get(pid)
+                        if others is not None and waiter in others:
+                            others.remove(waiter)
+        results: list[Sequence[StoredCommit]] = []
+        for pid in project_ids:
+            outcome = self._decided[pid]
+            if isinstance(outcome, _Failed):
+                # as a future re-raises: the decision's own traceback, for every caller
+                raise outcome.error.with_traceback(outcome.traceback)
+            results.append(outcome)
+        return results
 
     async def _resolve(self, project_id: int) -> Sequence[StoredCommit]:
         store = self._store
@@ -358,10 +415,10 @@ class IncrementalCommits:
     ) -> bool:
         fetched = {r.sha for r in records}
         kept = self._store.projects[project_id].commits
-        for push in hint.pushes:
-            if push.removed or (known_push is not None and push.created_at <= known_push):
+        for created_at, head in hint.pushes:
+            if known_push is not None and created_at <= known_push:
                 continue
-            if push.head is None or (push.head not in fetched and push.head not in kept):
+            if head is None or (head not in fetched and head not in kept):
                 return True
         return False
 
@@ -375,8 +432,8 @@ class IncrementalCommits:
             self._prefetcher.cancel()
         for worker in self._workers:
             worker.cancel()
-        for future in self._futures.values():
-            if not future.done():
-                future.cancel()
-            elif not future.cancelled():
-                future.exception()  # mark retrieved: failures were reported per user
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.future.done():
+                    waiter.future.cancel()
+        self._waiters.clear()

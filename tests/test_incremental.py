@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import gc
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from exporter.commit_store import CommitStore, ProjectHint, ProjectState, plan_fetch
+from exporter.attribution import Window
+from exporter.commit_store import (
+    CommitStore,
+    IncrementalCommits,
+    ProjectHint,
+    ProjectState,
+    plan_fetch,
+)
 from exporter.config import Config
-from exporter.gitlab.api import CommitRecord
+from exporter.gitlab.api import CommitRecord, GitLabApi, Push
 from exporter.service import ExporterService
 from exporter.simulator.generate import generate_org
 from exporter.simulator.model import Commit, Event, Org
@@ -246,3 +253,76 @@ async def test_project_decisions_run_on_a_bounded_pool_of_tasks() -> None:
     users = len(snapshot.users)
     # user scans, their three lists each, the pool, the shared lists and the prefetcher
     assert peak - before <= users * 4 + workers + 4 < projects
+
+
+def test_hinted_pushes_are_not_tracked_by_the_garbage_collector() -> None:
+    """A large scan holds tens of thousands of pushes in its hints until every project
+    is decided: after a collection none of them is tracked, so the collector's full
+    passes do not walk them."""
+    pushes = [
+        Push(project_id=1, created_at=NOW - n * HOUR, head=f"{n:040x}" if n % 3 else None)
+        for n in range(1, 100)
+    ]
+    removed = Push(project_id=1, created_at=NOW, head=None, removed=True)
+    hint = ProjectHint.of_pushes([*pushes, removed])
+    gc.collect()  # untracks the pairs...
+    gc.collect()  # ...and then the tuple holding them
+    assert hint.pushes and not any(gc.is_tracked(p) for p in hint.pushes)
+    assert not gc.is_tracked(hint.pushes)
+    assert hint.pushed_at == NOW  # a deletion is still the latest push...
+    assert len(hint.pushes) == len(pushes)  # ...but brings no head to look for
+
+
+class GatedCommits:
+    """An API stand-in whose commit reads wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: list[int] = []
+        self.reading: asyncio.Queue[int] = asyncio.Queue()
+
+    async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
+        self.calls.append(project_id)
+        self.reading.put_nowait(project_id)
+        await self.gate.wait()
+        authored = NOW - HOUR
+        return [CommitRecord(f"{project_id:040x}", "Dev", "dev@example.com", authored, authored)]
+
+
+def incremental(api: GatedCommits, users: tuple[str, ...]) -> IncrementalCommits:
+    return IncrementalCommits(
+        cast(GitLabApi, api), CommitStore(), window=Window(start=START, end=NOW), now=NOW,
+        overlap=HOUR, users=users, workers=2,
+    )
+
+
+async def test_a_cancelled_user_leaves_the_shared_projects_to_the_others() -> None:
+    api = GatedCommits()
+    cache = incremental(api, ("alice", "bob"))
+    alice = asyncio.ensure_future(cache.get_many([1, 2]))
+    bob = asyncio.ensure_future(cache.get_many([2, 3]))
+    cache.arrive("alice", {1: ProjectHint(), 2: ProjectHint()})
+    cache.arrive("bob", {2: ProjectHint(), 3: ProjectHint()})
+    for _ in range(2):  # both workers are reading
+        await asyncio.wait_for(api.reading.get(), 5)
+    alice.cancel()
+    await asyncio.sleep(0)
+    api.gate.set()
+    commits = await asyncio.wait_for(bob, 5)
+    cache.close()
+    assert alice.cancelled()
+    assert [[c[0] for c in project] for project in commits] == [[f"{2:040x}"], [f"{3:040x}"]]
+    assert sorted(api.calls) == [1, 2, 3]  # each project read once, in spite of the cancel
+
+
+async def test_a_project_no_hint_named_is_decided_when_asked_for() -> None:
+    api = GatedCommits()
+    api.gate.set()
+    cache = incremental(api, ("alice",))
+    cache.arrive("alice", {1: ProjectHint()})
+    first = await asyncio.wait_for(cache.get_many([1]), 5)
+    late = await asyncio.wait_for(cache.get_many([1, 7]), 5)
+    cache.close()
+    assert [len(p) for p in first] == [1]
+    assert [p[0][0] for p in late] == [f"{1:040x}", f"{7:040x}"]
+    assert api.calls == [1, 7]  # project 1 was not read twice
