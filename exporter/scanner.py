@@ -250,23 +250,30 @@ class Scanner:
         except NotFoundError:
             self.discovery.forget(username)  # gone since discovery: look it up again
             raise
-        projects = ProjectSets(
-            personal=frozenset(found.personal),
-            contributed=frozenset(found.contributed),
-            pushed=frozenset(p.project_id for p in pushes),
-        )
-        hints: dict[int, ProjectHint] = {}
-        for listing in (found.personal, found.contributed):
-            for pid, activity in listing.items():
-                hints[pid] = ProjectHint(activity=activity, listed_at=found.refreshed_at)
-        by_project: dict[int, list[Push]] = {}
-        for push in pushes:
-            by_project.setdefault(push.project_id, []).append(push)
-        for pid, found_pushes in by_project.items():
-            hints[pid] = hints.get(pid, ProjectHint()).combine(ProjectHint.of_pushes(found_pushes))
-        cache.arrive(username, hints)
-        # the scan keeps what it needs of these; this user's copies need not wait with it
-        del pushes, hints, by_project
+        # the shared lists end for every user at once: thousands of users whose lists are
+        # all there take turns at this bookkeeping instead of running it in one turn of
+        # the event loop
+        async with self._cpu_turn:
+            projects = ProjectSets(
+                personal=frozenset(found.personal),
+                contributed=frozenset(found.contributed),
+                pushed=frozenset(p.project_id for p in pushes),
+            )
+            hints: dict[int, ProjectHint] = {}
+            for listing in (found.personal, found.contributed):
+                for pid, activity in listing.items():
+                    hints[pid] = ProjectHint(activity=activity, listed_at=found.refreshed_at)
+            by_project: dict[int, list[Push]] = {}
+            for push in pushes:
+                by_project.setdefault(push.project_id, []).append(push)
+            for pid, found_pushes in by_project.items():
+                hints[pid] = hints.get(pid, ProjectHint()).combine(
+                    ProjectHint.of_pushes(found_pushes)
+                )
+            cache.arrive(username, hints)
+            # the scan keeps what it needs of these; this user's copies need not wait with it
+            del pushes, hints, by_project
+            await asyncio.sleep(0)  # holding the turn: the next user goes in the next turn
         ids = sorted(projects.all)
         fetched = await cache.get_many(ids)
         commits: Mapping[int, Sequence[CommitLike]] = dict(zip(ids, fetched, strict=True))
