@@ -57,7 +57,8 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
     """The fewest requests the answer needs, by endpoint.
 
     First scan (``discovery``): per user the lookup, details, both project listings and
-    push events; the pages of every merge request and issue created in the window (one
+    push events (asked from the day before the window; only pushes within it bring
+    projects in); the pages of every merge request and issue created in the window (one
     shared list each); per project in any user's set with activity in the window, its
     commit pages. Steady state: per user push events, one shared list of updated merge
     requests and one of issues, and one request per changed project.
@@ -82,7 +83,8 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
             need["/users/:id"] += 1
             need["/users/:id/projects"] += _pages(len(personal))
             need["/users/:id/contributed_projects"] += _pages(len(contributed))
-        projects |= personal | contributed | {e.project_id for e in pushes}
+        within = {e.project_id for e in pushes if start <= e.created_at < org.now}
+        projects |= personal | contributed | within
     if changed is not None:
         need[COMMITS] += len(changed & projects)
         return need

@@ -240,7 +240,7 @@ class Scanner:
         found = await self.discovery.get(username, window.end)
         detail = found.user
         try:
-            pushes, merge_requests, issues = await asyncio.gather(
+            listed, merge_requests, issues = await asyncio.gather(
                 # `after` excludes the named day: ask from the day before the window starts
                 self._api.pushes(detail.id, window.start.date() - timedelta(days=1)),
                 # authored by the user; filtered to the window again below
@@ -250,6 +250,10 @@ class Scanner:
         except NotFoundError:
             self.discovery.forget(username)  # gone since discovery: look it up again
             raise
+        # the day before the window starts came with the listing: only pushes within the
+        # window make a project one of the user's
+        pushes = [p for p in listed if p.created_at in window]
+        del listed
         # the shared lists end for every user at once: thousands of users whose lists are
         # all there take turns at this bookkeeping instead of running it in one turn of
         # the event loop

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,7 +16,7 @@ from exporter.collectors import build_registry
 from exporter.config import Config, parse_config
 from exporter.logs import configure_logging, register_secret
 from exporter.service import ExporterService
-from exporter.simulator.model import Org
+from exporter.simulator.model import Commit, Event, Org
 from exporter.simulator.server import FaultRule, SimulatorServer
 from exporter.simulator.truth import ExpectedUser, expected_activity
 from exporter.snapshot import Snapshot
@@ -329,3 +330,36 @@ async def test_service_renders_the_new_snapshots_metrics_right_after_the_scan(
         assert len(renders) == 1  # the scrape found it rendered
         assert body == generate_latest(registry)
         assert b"gitlab_activity_user_commits{" in body
+
+
+async def test_only_pushes_within_the_window_bring_a_project_in(org: Org, sim: SimulatorServer) -> None:
+    """Push events are asked for from the day before the window starts (GitLab's ``after``
+    takes a date): a push on the window's first day but before its start does not make
+    the project one of the user's, so the user's commits there do not count."""
+    config = make_config(org, sim.url)
+    start = org.now - timedelta(days=config.scan.lookback_days)
+    assert start.astimezone(UTC).time() >= time(1)  # room on that day before the start
+    user = sorted(org.users.values(), key=lambda u: u.id)[0]
+    own = set(org.personal_project_ids(user.id)) | set(org.contributed.get(user.id, []))
+    pushed = {e.project_id for e in org.events.get(user.id, []) if e.action == "pushed"}
+    pid = next(p for p in sorted(org.projects) if p not in own | pushed)
+    name, email = sorted(user.commit_identities)[0]
+    inside = org.now - timedelta(days=1)
+    org.add_commits(pid, [Commit(sha="e" * 40, title="Work", message="Work", author_name=name,
+                                 author_email=email, authored_date=inside,
+                                 committed_date=inside)])
+    early = datetime.combine(start.astimezone(UTC).date(), time(0, 30), UTC)
+    org.add_event(Event(id=org.next_event_id(), user_id=user.id, project_id=pid,
+                        created_at=early,
+                        push_data={"commit_count": 1, "commit_from": None,
+                                   "commit_to": "e" * 40, "ref": "main",
+                                   "ref_type": "branch", "action": "pushed"}))
+    snapshot = await scan(config, org)
+    truth = truth_for(org, config, sorted(snapshot.users))
+    assert numbers(snapshot, user.username) == expected_numbers(truth, user.username)
+    # the same push inside the window brings the project and its commit in
+    org.events[user.id][-1] = replace(org.events[user.id][-1], created_at=start + timedelta(hours=1))
+    again = await scan(config, org)
+    truth = truth_for(org, config, sorted(again.users))
+    assert numbers(again, user.username) == expected_numbers(truth, user.username)
+    assert again.users[user.username].stats.commits == snapshot.users[user.username].stats.commits + 1
