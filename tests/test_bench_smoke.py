@@ -22,4 +22,7 @@ def test_bench_micro_scenario(tmp_path: Path) -> None:
     assert result["first"]["equals_truth"] and result["steady"]["equals_truth"]
     assert result["first"]["requests_429"] == result["steady"]["requests_429"] == 0
     assert result["steady"]["requests"] < result["first"]["requests"]
+    # no request beyond the fewest the answer needs, by the benchmark's own count
+    assert result["first"]["requests"] == result["first"]["needed_requests"]
+    assert result["steady"]["requests"] == result["steady"]["needed_requests"]
     assert "micro" in done.stdout
