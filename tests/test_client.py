@@ -405,17 +405,22 @@ async def test_retries_run_out_into_typed_error(
     assert len(fake.seen) == 3
 
 
-async def test_timeouts_retried_then_typed_error(
-    gitlab: Callable[[Handler], Awaitable[FakeGitLab]], session: aiohttp.ClientSession
-) -> None:
-    release = asyncio.Event()
+def slow_handler(release: asyncio.Event) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """A handler that answers only once ``release`` is set (or after 2 s)."""
 
     async def slow(request: web.BaseRequest) -> web.StreamResponse:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(release.wait(), 2.0)
         return json_response([])
 
-    fake = await gitlab(slow)
+    return slow
+
+
+async def test_timeouts_retried_then_typed_error(
+    gitlab: Callable[[Handler], Awaitable[FakeGitLab]], session: aiohttp.ClientSession
+) -> None:
+    release = asyncio.Event()
+    fake = await gitlab(slow_handler(release))
     registry = CollectorRegistry()
     client = make_client(
         session, fake, timeout_seconds=0.05, max_retries=1, metrics=ClientMetrics(registry)
@@ -437,13 +442,7 @@ async def test_timeout_then_success(
     gitlab: Callable[[Handler], Awaitable[FakeGitLab]], session: aiohttp.ClientSession
 ) -> None:
     release = asyncio.Event()
-
-    async def slow(request: web.BaseRequest) -> web.StreamResponse:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(release.wait(), 2.0)
-        return json_response([])
-
-    fake = await gitlab(Sequence(slow, lambda: json_response(["ok"])))
+    fake = await gitlab(Sequence(slow_handler(release), lambda: json_response(["ok"])))
     client = make_client(session, fake, timeout_seconds=0.1)
     try:
         assert await client.get_json("/users", endpoint="/users") == ["ok"]
