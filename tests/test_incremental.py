@@ -19,7 +19,7 @@ from exporter.config import Config
 from exporter.gitlab.api import CommitRecord, GitLabApi, Push
 from exporter.service import ExporterService
 from exporter.simulator.generate import generate_org
-from exporter.simulator.model import Commit, Event, Org
+from exporter.simulator.model import Commit, Org
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.workload import add_new_work
 from exporter.snapshot import Snapshot
@@ -213,11 +213,7 @@ async def test_a_late_push_of_old_commits_is_found(org: Org, sim: SimulatorServe
                       author_name=template.author_name, author_email=template.author_email,
                       authored_date=old, committed_date=old)
         org.add_commits(pid, [late])
-        org.add_event(Event(id=org.next_event_id(), user_id=author.id, project_id=pid,
-                            created_at=org.now - timedelta(minutes=1),
-                            push_data={"commit_count": 1, "commit_from": None,
-                                       "commit_to": late.sha, "ref": "old-branch",
-                                       "ref_type": "branch", "action": "pushed"}))
+        org.add_push(author.id, pid, org.now - timedelta(minutes=1), late.sha, ref="old-branch")
         mark = len(sim.log)
         snapshot = await service.scan_once()
     assert_exact(snapshot, org, config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from exporter.collectors import build_registry
 from exporter.config import Config, parse_config
 from exporter.logs import configure_logging, register_secret
 from exporter.service import ExporterService
-from exporter.simulator.model import Commit, Event, Org
+from exporter.simulator.model import Commit, Org
 from exporter.simulator.server import FaultRule, SimulatorServer
 from exporter.simulator.truth import ExpectedUser, expected_activity
 from exporter.snapshot import Snapshot
@@ -349,16 +348,13 @@ async def test_only_pushes_within_the_window_bring_a_project_in(org: Org, sim: S
                                  author_email=email, authored_date=inside,
                                  committed_date=inside)])
     early = datetime.combine(start.astimezone(UTC).date(), time(0, 30), UTC)
-    org.add_event(Event(id=org.next_event_id(), user_id=user.id, project_id=pid,
-                        created_at=early,
-                        push_data={"commit_count": 1, "commit_from": None,
-                                   "commit_to": "e" * 40, "ref": "main",
-                                   "ref_type": "branch", "action": "pushed"}))
+    push = org.add_push(user.id, pid, early, "e" * 40)
     snapshot = await scan(config, org)
     truth = truth_for(org, config, sorted(snapshot.users))
     assert numbers(snapshot, user.username) == expected_numbers(truth, user.username)
     # the same push inside the window brings the project and its commit in
-    org.events[user.id][-1] = replace(org.events[user.id][-1], created_at=start + timedelta(hours=1))
+    org.events[user.id].remove(push)
+    org.add_push(user.id, pid, start + timedelta(hours=1), "e" * 40)
     again = await scan(config, org)
     truth = truth_for(org, config, sorted(again.users))
     assert numbers(again, user.username) == expected_numbers(truth, user.username)

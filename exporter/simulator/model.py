@@ -339,5 +339,20 @@ class Org:
         evs.append(event)
         evs.sort(key=lambda e: (e.created_at, e.id), reverse=True)
 
+    def add_push(
+        self, user_id: int, project_id: int, created_at: datetime, head: str, ref: str = "main"
+    ) -> Event:
+        """Add the user's push of one commit, ``head``, to a branch of the project."""
+        event = Event(
+            id=self.next_event_id(),
+            user_id=user_id,
+            project_id=project_id,
+            created_at=created_at,
+            push_data={"commit_count": 1, "commit_from": None, "commit_to": head,
+                       "ref": ref, "ref_type": "branch", "action": "pushed"},
+        )
+        self.add_event(event)
+        return event
+
     def next_event_id(self) -> int:
         return 1 + max((e.id for evs in self.events.values() for e in evs), default=0)

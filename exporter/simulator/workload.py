@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from exporter.simulator.model import Commit, Event, Org
+from exporter.simulator.model import Commit, Org
 
 
 def add_new_work(
@@ -49,14 +49,5 @@ def add_new_work(
         )
         if push:
             author = people[(template.author_name, template.author_email)]
-            org.add_event(
-                Event(
-                    id=org.next_event_id(),
-                    user_id=author.id,
-                    project_id=pid,
-                    created_at=when,
-                    push_data={"commit_count": 1, "commit_from": None, "commit_to": sha,
-                               "ref": "main", "ref_type": "branch", "action": "pushed"},
-                )
-            )
+            org.add_push(author.id, pid, when, sha)
     return chosen
