@@ -42,7 +42,7 @@ from exporter.gitlab.errors import (
     RequestTimeoutError,
     UnauthorizedError,
 )
-from exporter.gitlab.pacing import RateGate, Ticket, header_number
+from exporter.gitlab.pacing import MAX_RESET_AHEAD, RateGate, Ticket, header_number
 
 __all__ = [
     "FAILURE_REASONS",
@@ -70,6 +70,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, *range(520, 531)})
 _ERROR_BODY_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
 _DETAIL_CHARS = 160
+_ROUTE_LIMIT_TEXT = b"requested too many times"
+"""In the body of GitLab's per-route (application) limit 429s."""
 
 _DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -168,7 +170,7 @@ def _header_wait(
             return max(0.0, when.timestamp() - now)
     if status == 429:
         reset = header_number(headers.get("RateLimit-Reset"))
-        if reset is not None:
+        if reset is not None and reset - now <= MAX_RESET_AHEAD:  # else not believed
             return max(0.0, reset - now)
     return None
 
@@ -443,13 +445,19 @@ class GitLabClient:
                 await asyncio.sleep(wait)  # no concurrency slot held here
 
     async def _attempt(self, url: URL, endpoint: str) -> _Page:
-        ticket = await self.gate.acquire(endpoint)
-        try:
-            async with self._semaphore:
-                response = await self._follow(url, endpoint, ticket)
-        finally:
-            ticket.close()
+        response: _Response | None = None
+        while response is None:
+            ticket = await self.gate.acquire(endpoint)
+            try:
+                async with self._semaphore:
+                    # a route held meanwhile (a 429 while this waited for a slot): wait again
+                    if not self.gate.held(endpoint):
+                        response = await self._follow(url, endpoint, ticket)
+            finally:
+                ticket.close()
         status = response.status
+        if status != 429:
+            self.gate.accepted(endpoint)
         if 200 <= status < 300:
             try:
                 data = json.loads(response.body)
@@ -467,6 +475,13 @@ class GitLabClient:
         if status in (401, 403):
             raise UnauthorizedError(detail, endpoint=endpoint, status=status)
         if status == 429:
+            if header_number(response.headers.get("RateLimit-Remaining")) is None:
+                # a per-route limit: GitLab names no limit, at most how long to wait
+                self.gate.hold(
+                    endpoint,
+                    _header_wait(status, response.headers, time.time()),
+                    learn=_ROUTE_LIMIT_TEXT in response.body,
+                )
             raise _Retry(
                 "rate_limited",
                 status,
