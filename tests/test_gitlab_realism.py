@@ -22,6 +22,7 @@ from exporter.gitlab.client import GitLabClient
 from exporter.gitlab.errors import ApiError
 from exporter.gitlab.pacing import GITLAB_COM_ENDPOINT_LIMITS
 from exporter.simulator.faults import FaultRule
+from exporter.simulator.generate import generate_org
 from exporter.simulator.model import Org
 from exporter.simulator.server import REALISTIC_HEADERS, RateLimits, SimulatorServer
 from tests.conftest import HOST, TOKEN, config_document
@@ -201,3 +202,65 @@ def _assert_api_error(exc: BaseException, text: str) -> None:
     assert isinstance(exc, ApiError)
     assert exc.reason == "api_error"
     assert text in str(exc)
+
+
+async def test_next_links_on_gitlabs_external_url_are_followed_on_the_configured_one(
+    aiohttp_raw_server: Any, session: aiohttp.ClientSession, captured_logs: LogCapture
+) -> None:
+    org = generate_org(5, users=3, projects=3, host=HOST, history_commits=150)
+    external: list[str] = []
+
+    async def elsewhere(request: web.BaseRequest) -> web.Response:
+        external.append(request.path_qs)
+        return web.json_response([])
+
+    # GitLab's external URL: another origin (a TLS proxy's, here a server of its own)
+    other = await aiohttp_raw_server(elsewhere)
+    async with SimulatorServer(org, token=TOKEN, host=HOST) as sim:
+        sim.simulator.external_url = str(other.make_url("")).rstrip("/")
+        client = client_for(session, sim.url)
+        project = min(p for p in org.projects if org.projects[p].forked_from_project is None)
+        for _ in range(2):
+            commits = [
+                c
+                async for c in client.paginate(
+                    f"/projects/{project}/repository/commits",
+                    {"all": "true"},
+                    endpoint="/projects/:id/repository/commits",
+                )
+            ]
+            assert len(commits) > 100  # more than one page
+        assert sim.log.count("/projects/:id/repository/commits", 200) >= 4
+        assert set(sim.credentials) == {TOKEN}
+    assert external == []  # nothing, and no token, went to the external origin
+    notes = [e for e in captured_logs.entries if "external URL differs" in e["event"]]
+    assert len(notes) == 1
+    assert TOKEN not in repr(notes)
+
+
+async def test_endless_empty_pages_are_stopped_with_an_api_error(
+    org: Org, session: aiohttp.ClientSession
+) -> None:
+    async with SimulatorServer(org, token=TOKEN, host=HOST) as sim:
+        sim.faults.add(FaultRule(r"/users/\d+/projects$", "endless_empty"))
+        api = GitLabApi(client_for(session, sim.url))
+        user = min(org.users)
+        with pytest.raises(ApiError) as info:
+            await asyncio.wait_for(api.user_projects(user), BOUND)
+        _assert_api_error(info.value, "empty pages in a row")
+        assert sim.log.count("/users/:id/projects") <= 4
+
+
+async def test_runaway_events_listing_ends_at_gitlabs_own_cap(
+    org: Org, session: aiohttp.ClientSession
+) -> None:
+    # events pages may be empty midway (cut before visibility filtering), but GitLab
+    # never lists more than 101 pages of them
+    async with SimulatorServer(org, token=TOKEN, host=HOST) as sim:
+        sim.faults.add(FaultRule(r"/users/\d+/events$", "endless_empty"))
+        api = GitLabApi(client_for(session, sim.url))
+        user = min(org.users)
+        with pytest.raises(ApiError) as info:
+            await asyncio.wait_for(api.pushes(user, org.now.date()), BOUND)
+        _assert_api_error(info.value, "longer than 101 pages")
+        assert sim.log.count("/users/:id/events") == 101

@@ -62,6 +62,12 @@ log = structlog.get_logger("exporter.gitlab")
 API_PREFIX = "/api/v4"
 PER_PAGE = "100"
 MAX_REDIRECTS = 5
+PAGE_BUDGET = 2000
+"""Pages one listing may have (200,000 items): beyond, it is a runaway, not data."""
+EVENTS_PAGE_BUDGET = 101
+"""GitLab caps an events listing at 10,001 items: 101 pages of 100."""
+MAX_EMPTY_PAGES = 3
+"""Empty pages in a row that still name a next page, before a listing is stopped."""
 MAX_HEADER_WAIT = 15 * 60.0
 """Longest wait taken from ``Retry-After`` / ``RateLimit-Reset``, in seconds."""
 
@@ -336,6 +342,8 @@ class GitLabClient:
         if root.endswith(API_PREFIX):  # tolerate a base URL given with the API prefix
             root = root[: -len(API_PREFIX)]
         self._api_root = root + API_PREFIX
+        self._api_path = URL(self._api_root).raw_path
+        self._external_logged = False
         self._origin = _origin(base)
         self._token = token
         self._pacer = _Pacer(requests_per_second)
@@ -368,21 +376,36 @@ class GitLabClient:
         *,
         endpoint: str,
         max_pages: int | None = None,
+        page_budget: int | None = None,
     ) -> AsyncIterator[Any]:
         """Yield the items of every page, following ``Link: rel="next"`` to the end.
 
         ``max_pages``: after the first page, raise :class:`PageBudgetExceeded` (before
         yielding anything) when GitLab's ``X-Total-Pages`` is above it or absent (GitLab
         leaves it out for collections over 10,000 items).
+
+        A next link's path and query are put on the configured base URL (GitLab builds
+        its links from its external URL, which can differ); the token only ever goes
+        there. A listing longer than ``page_budget`` pages (default: GitLab's own events
+        cap for events, else :data:`PAGE_BUDGET`), or :data:`MAX_EMPTY_PAGES` empty pages
+        in a row that still name a next one, ends with an :class:`ApiError`.
         """
         query = dict(params or {})
         query["per_page"] = PER_PAGE
         url: URL | None = self._url(path, query)
+        if page_budget is None:
+            page_budget = EVENTS_PAGE_BUDGET if endpoint.endswith("/events") else PAGE_BUDGET
+        empty_ends = not endpoint.endswith("/events")  # events pages may be empty midway
         seen: set[tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]] = set()
+        empty_run = 0
         while url is not None:
             key = _page_key(url)
             if key in seen:
                 raise ApiError("pagination loop: next page was already read", endpoint=endpoint)
+            if len(seen) >= page_budget:
+                raise ApiError(
+                    f"listing longer than {page_budget} pages; stopped", endpoint=endpoint
+                )
             seen.add(key)
             page = await self._fetch(url, endpoint)
             data, next_url = page.data, page.next_url
@@ -394,13 +417,39 @@ class GitLabClient:
                 raise ApiError(
                     f"expected a JSON list, got {type(data).__name__}", endpoint=endpoint
                 )
-            if next_url is not None and _origin(next_url) != self._origin:
-                raise ApiError(
-                    "next page link points at another origin; refused", endpoint=endpoint
-                )
+            if next_url is not None:
+                next_url = self._on_base(next_url, endpoint)
+                empty_run = empty_run + 1 if not data else 0
+                if empty_ends and empty_run >= MAX_EMPTY_PAGES:
+                    raise ApiError(
+                        f"{empty_run} empty pages in a row, each naming another; stopped",
+                        endpoint=endpoint,
+                    )
             for item in data:
                 yield item
             url = next_url
+
+    def _on_base(self, link: URL, endpoint: str) -> URL:
+        """A next link's path and query on the configured base URL (python-gitlab's
+        ``keep_base_url``): GitLab writes links on its external URL."""
+        if _origin(link) == self._origin and link.raw_path.startswith(self._api_path):
+            return link
+        raw = link.raw_path
+        at = raw.find(API_PREFIX + "/")
+        if at < 0:
+            raise ApiError("next page link is not a GitLab API URL; refused", endpoint=endpoint)
+        moved = URL(self._api_root + raw[at + len(API_PREFIX) :], encoded=True)
+        if link.raw_query_string:
+            moved = URL(f"{moved}?{link.raw_query_string}", encoded=True)
+        if not self._external_logged:
+            self._external_logged = True
+            log.warning(
+                "GitLab's external URL differs from gitlab.url; following its page links "
+                "on gitlab.url",
+                external=str(link.origin()) if link.absolute else "relative link",
+                configured=str(URL(self._api_root).origin()),
+            )
+        return moved
 
     # -- internals ------------------------------------------------------------
 
