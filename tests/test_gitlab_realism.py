@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from structlog.testing import LogCapture
 
 from exporter.config import parse_config
@@ -21,6 +22,7 @@ from exporter.gitlab.api import GitLabApi
 from exporter.gitlab.client import GitLabClient
 from exporter.gitlab.errors import ApiError
 from exporter.gitlab.pacing import GITLAB_COM_ENDPOINT_LIMITS
+from exporter.service import ExporterService
 from exporter.simulator.faults import FaultRule
 from exporter.simulator.generate import generate_org
 from exporter.simulator.model import Org
@@ -264,3 +266,41 @@ async def test_runaway_events_listing_ends_at_gitlabs_own_cap(
             await asyncio.wait_for(api.pushes(user, org.now.date()), BOUND)
         _assert_api_error(info.value, "longer than 101 pages")
         assert sim.log.count("/users/:id/events") == 101
+
+
+# --------------------------------------------------------------------------- failures
+
+
+async def test_projects_whose_reads_keep_failing_are_set_aside(org: Org) -> None:
+    async with SimulatorServer(org, token=TOKEN, host=HOST) as sim:
+        sim.faults.add(FaultRule(r"/repository/commits$", "502_html"))  # every project, always
+        config = parse_config(config_document(org, sim.url), env={})
+        registry = CollectorRegistry()
+        service = ExporterService(config, clock=lambda: org.now)
+        service.attach_metrics(registry)
+        commits = "/projects/:id/repository/commits"
+        async with service:
+            await service.scan_once()
+            first = sim.log.count(commits)
+            projects = len({r.path for r in sim.log if r.endpoint == commits})
+            assert first == projects * (1 + config.gitlab.max_retries)  # full retries
+            assert registry.get_sample_value("gitlab_activity_projects_failing") == projects
+            sim.log.clear()
+            await service.scan_once()
+            assert sim.log.count(commits) == projects  # one attempt each, no retries
+            assert registry.get_sample_value("gitlab_activity_projects_set_aside") == projects
+            sim.log.clear()
+            await service.scan_once()
+            assert sim.log.count(commits) == 0  # set aside: no request at all
+            assert registry.get_sample_value(
+                "gitlab_activity_project_reads_set_aside_total"
+            ) == projects
+            # once GitLab answers again and the pause is over, the reads come back
+            sim.faults.clear()
+            assert service.client.breaker is not None
+            service.client.breaker._clock = lambda: time.monotonic() + 3600.0
+            sim.log.clear()
+            snapshot = await service.scan_once()
+            assert sim.log.count(commits) == projects
+        assert registry.get_sample_value("gitlab_activity_projects_failing") == 0
+        assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0

@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from yarl import URL
 
+from exporter.gitlab.breaker import ProjectBreaker
 from exporter.gitlab.errors import (
     FAILURE_REASONS,
     ApiError,
@@ -68,6 +69,8 @@ PAGE_BUDGET = 2000
 EVENTS_PAGE_BUDGET = 101
 """GitLab caps an events listing at 10,001 items: 101 pages of 100."""
 MAX_EMPTY_PAGES = 3
+BREAKER_ENDPOINTS = "/projects/:id/repository/"
+"""Reads watched by the project breaker: a project's repository."""
 """Empty pages in a row that still name a next page, before a listing is stopped."""
 MAX_HEADER_WAIT = 15 * 60.0
 """Longest wait taken from ``Retry-After`` / ``RateLimit-Reset``, in seconds."""
@@ -346,6 +349,7 @@ class GitLabClient:
         max_body_bytes: int = 50 * 2**20,
         rng: random.Random | None = None,
         gate: RateGate | None = None,
+        breaker: ProjectBreaker | None = None,
     ) -> None:
         if not requests_per_second > 0:
             raise ValueError("requests_per_second must be positive")
@@ -373,6 +377,8 @@ class GitLabClient:
         # per-endpoint limits and RateLimit-* headers; waiting here holds no slot
         self.gate = gate if gate is not None else RateGate()
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        #: sets aside projects whose repository reads keep failing
+        self.breaker = breaker
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._max_retries = max_retries
         self._metrics = metrics
@@ -424,7 +430,16 @@ class GitLabClient:
         self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
     ) -> Any:
         """GET ``/api/v4`` + ``path`` (already percent-encoded) and return the parsed JSON."""
-        page = await self._fetch(self._url(path, params), endpoint)
+        project = self._project(path, endpoint)
+        retries = None if project is None else self._breaker_retries(project, endpoint)
+        try:
+            page = await self._fetch(self._url(path, params), endpoint, retries)
+        except (ApiError, RequestTimeoutError):
+            if project is not None:
+                self._failed(project)
+            raise
+        if project is not None:
+            self._succeeded(project)
         return page.data
 
     async def paginate(
@@ -453,6 +468,26 @@ class GitLabClient:
         url: URL | None = self._url(path, query)
         if page_budget is None:
             page_budget = EVENTS_PAGE_BUDGET if endpoint.endswith("/events") else PAGE_BUDGET
+        project = self._project(path, endpoint)
+        retries = None if project is None else self._breaker_retries(project, endpoint)
+        try:
+            async for item in self._pages(url, endpoint, max_pages, page_budget, retries):
+                yield item
+        except (ApiError, RequestTimeoutError):
+            if project is not None:
+                self._failed(project)
+            raise
+        if project is not None:
+            self._succeeded(project)
+
+    async def _pages(
+        self,
+        url: URL | None,
+        endpoint: str,
+        max_pages: int | None,
+        page_budget: int,
+        retries: int | None,
+    ) -> AsyncIterator[Any]:
         empty_ends = not endpoint.endswith("/events")  # events pages may be empty midway
         seen: set[tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]] = set()
         empty_run = 0
@@ -465,7 +500,7 @@ class GitLabClient:
                     f"listing longer than {page_budget} pages; stopped", endpoint=endpoint
                 )
             seen.add(key)
-            page = await self._fetch(url, endpoint)
+            page = await self._fetch(url, endpoint, retries)
             data, next_url = page.data, page.next_url
             if max_pages is not None and len(seen) == 1 and (
                 page.total_pages is None or page.total_pages > max_pages
@@ -522,13 +557,33 @@ class GitLabClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "[REDACTED]") if self._token else text
 
-    async def _fetch(self, url: URL, endpoint: str) -> _Page:
+    def _project(self, path: str, endpoint: str) -> int | None:
+        """The project a repository read is of, when a breaker watches such reads."""
+        if self.breaker is None or not endpoint.startswith(BREAKER_ENDPOINTS):
+            return None
+        parts = path.split("/")  # "", "projects", ID, "repository", ...
+        return int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+
+    def _breaker_retries(self, project: int, endpoint: str) -> int | None:
+        assert self.breaker is not None
+        return self.breaker.retries(project, endpoint)
+
+    def _failed(self, project: int) -> None:
+        assert self.breaker is not None
+        self.breaker.failed(project)
+
+    def _succeeded(self, project: int) -> None:
+        assert self.breaker is not None
+        self.breaker.succeeded(project)
+
+    async def _fetch(self, url: URL, endpoint: str, retries: int | None = None) -> _Page:
         attempt = 0
+        limit = self._max_retries if retries is None else min(retries, self._max_retries)
         while True:
             try:
                 return await self._attempt(url, endpoint)
             except _Retry as retry:
-                if attempt >= self._max_retries:
+                if attempt >= limit:
                     raise retry.final from None
                 wait = retry_delay(
                     attempt,
