@@ -125,6 +125,7 @@ class ExporterService:
             timeout_seconds=gitlab.timeout_seconds,
             max_retries=gitlab.max_retries,
             max_body_bytes=gitlab.max_response_bytes,
+            max_bytes_in_flight=gitlab.max_bytes_in_flight,
             metrics=metrics,
             gate=RateGate(gitlab.rate_limits),
             breaker=breaker,

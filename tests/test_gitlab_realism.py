@@ -304,3 +304,65 @@ async def test_projects_whose_reads_keep_failing_are_set_aside(org: Org) -> None
             assert sim.log.count(commits) == projects
         assert registry.get_sample_value("gitlab_activity_projects_failing") == 0
         assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+async def test_response_bytes_in_flight_are_capped_for_the_process(
+    org: Org, session: aiohttp.ClientSession
+) -> None:
+    body = 3 * 2**20
+    async with SimulatorServer(org, token=TOKEN, host=HOST) as sim:
+        sim.faults.huge_body_bytes = body  # pages near a (lowered) body cap
+        sim.faults.add(FaultRule(r"/users/\d+/projects$", "huge_body"))
+        client = client_for(
+            session, sim.url, max_concurrency=8, max_body_bytes=4 * 2**20,
+            max_bytes_in_flight=4 * 2**20,
+        )
+        users = sorted(org.users)[:8]
+        pages = await asyncio.wait_for(
+            asyncio.gather(
+                *(client.get_json(f"/users/{u}/projects", endpoint="/users/:id/projects")
+                  for u in users)
+            ),
+            BOUND,
+        )
+    assert all(isinstance(p, list) and len(p) > 100 for p in pages)
+    # eight bodies of 3 MiB were on their way at once; at most the cap plus one was held
+    assert client.bodies.waits > 0
+    assert client.bodies.peak <= 4 * 2**20 + body + 64 * 1024
+    assert client.bodies.used == 0
+
+
+async def test_a_large_page_is_parsed_without_stalling_the_event_loop(
+    org: Org, session: aiohttp.ClientSession
+) -> None:
+    async with SimulatorServer(org, token=TOKEN, host=HOST) as sim:
+        sim.faults.huge_body_bytes = 30 * 2**20
+        sim.faults.add(FaultRule(r"/users/\d+/projects$", "huge_body"))
+        client = client_for(session, sim.url)
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            loop = asyncio.get_running_loop()
+            last = loop.time()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = loop.time()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.ensure_future(ticker())
+        try:
+            page = await client.get_json(
+                f"/users/{min(org.users)}/projects", endpoint="/users/:id/projects"
+            )
+        finally:
+            done.set()
+            await ticking
+    assert isinstance(page, list) and len(page) > 7000
+    # json.loads of the whole page holds the loop for about a second here; a slice at
+    # a time it never waits more than a fraction of that
+    assert max(gaps) < 0.25, max(gaps)

@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from yarl import URL
 
+from exporter.gitlab.bodies import ByteBudget, Lease, parse_json
 from exporter.gitlab.breaker import ProjectBreaker
 from exporter.gitlab.errors import (
     FAILURE_REASONS,
@@ -296,6 +297,7 @@ class _Response:
     body: bytes
     content_type: str
     next_url: URL | None
+    lease: Lease | None = None  # the body's bytes in the process' budget, until parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +349,7 @@ class GitLabClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         max_body_bytes: int = 50 * 2**20,
+        max_bytes_in_flight: int = 64 * 2**20,
         rng: random.Random | None = None,
         gate: RateGate | None = None,
         breaker: ProjectBreaker | None = None,
@@ -385,6 +388,8 @@ class GitLabClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._max_body_bytes = max_body_bytes
+        #: response bytes being read or parsed, for the whole process
+        self.bodies = ByteBudget(max_bytes_in_flight)
         self._rng = rng if rng is not None else random.Random()
         self.request_count = 0
         """Requests sent (every attempt and redirect hop), for tests and benchmarks."""
@@ -617,12 +622,19 @@ class GitLabClient:
                         response = await self._follow(url, endpoint, ticket)
             finally:
                 ticket.close()
+        try:
+            return await self._page(response, endpoint)
+        finally:
+            if response.lease is not None:
+                response.lease.release()
+
+    async def _page(self, response: _Response, endpoint: str) -> _Page:
         status = response.status
         if status != 429:
             self.gate.accepted(endpoint)
         if 200 <= status < 300:
             try:
-                data = json.loads(response.body)
+                data = await parse_json(response.body)  # a large list a slice at a time
             except (ValueError, UnicodeDecodeError, RecursionError):  # nesting bomb too
                 raise _Retry(
                     "invalid_body",
@@ -706,7 +718,13 @@ class GitLabClient:
                 self.gate.observe(endpoint, resp.headers)
                 ok = 200 <= resp.status < 300
                 limit = self._max_body_bytes if ok else _ERROR_BODY_BYTES
-                body = await self._read_body(resp, limit, endpoint, strict=ok)
+                lease = self.bodies.lease() if ok else None
+                try:
+                    body = await self._read_body(resp, limit, endpoint, strict=ok, lease=lease)
+                except BaseException:
+                    if lease is not None:
+                        lease.release()
+                    raise
                 next_link = resp.links.get("next") if ok else None
                 next_url = next_link.get("url") if next_link is not None else None
                 return _Response(
@@ -715,6 +733,7 @@ class GitLabClient:
                     body=body,
                     content_type=resp.headers.get("Content-Type", ""),
                     next_url=next_url if isinstance(next_url, URL) else None,
+                    lease=lease,
                 )
         except asyncio.CancelledError:
             code = None  # abandoned by the caller, not an answer from GitLab
@@ -748,9 +767,16 @@ class GitLabClient:
                 self._metrics.duration.labels(endpoint).observe(loop.time() - started)
 
     async def _read_body(
-        self, resp: aiohttp.ClientResponse, limit: int, endpoint: str, *, strict: bool
+        self,
+        resp: aiohttp.ClientResponse,
+        limit: int,
+        endpoint: str,
+        *,
+        strict: bool,
+        lease: Lease | None = None,
     ) -> bytes:
-        """Read at most ``limit`` bytes; over it, fail (``strict``) or truncate."""
+        """Read at most ``limit`` bytes; over it, fail (``strict``) or truncate. With a
+        ``lease``, each chunk waits for room in the process' byte budget."""
         too_large = ApiError(
             f"response body larger than {limit} bytes", endpoint=endpoint, status=resp.status
         )
@@ -760,6 +786,8 @@ class GitLabClient:
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
+            if lease is not None:
+                await lease.take(len(chunk))
             size += len(chunk)
             if size > limit:
                 if strict:
