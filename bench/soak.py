@@ -46,7 +46,7 @@ from exporter.simulator.server import (  # noqa: E402
 #: limits without any, Retry-After of the whole interval, a per-minute Limit), tight
 #: enough to bind now and then
 SOAK_LIMITS = RateLimits(
-    general=(300, 1.0), endpoints={"/users/:id": (40, 2.0)}, **REALISTIC_HEADERS
+    general=(40, 1.0), endpoints={"/users/:id": (8, 2.0)}, **REALISTIC_HEADERS
 )
 
 TOKEN = "soak-token-0123456789"
