@@ -134,8 +134,14 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--output", default="table", choices=("table", "json", "csv", "prometheus")
     )
-    commands.add_parser(
+    check = commands.add_parser(
         "check-config", parents=[common, config_flag], help="validate the configuration"
+    )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach GitLab once: who the token is (administrator or not) and "
+        "GitLab's version, or what is wrong with the connection (exit 1)",
     )
     commands.add_parser(
         "demo",
@@ -326,16 +332,20 @@ def terminal_progress(
 
 async def _scan(
     config: Config, output: str, shard: Shard, on_progress: ProgressCallback | None = None
-) -> tuple[str, bool]:
+) -> tuple[str, bool, bool]:
+    """The rendered scan, whether it ran to completion, and whether GitLab could not be
+    used at all (the cause then logged)."""
     service = ExporterService(config, shard=shard, on_progress=on_progress)
     registry = _service_registry(service)
     async with service:
         snapshot = await service.scan_once()
     summary = snapshot.last_scan
-    ok = summary is not None and (
-        summary.users_total == 0 or summary.users_failed < summary.users_total
+    door = service.connection_problem is not None
+    ok = not door and (
+        summary is not None
+        and (summary.users_total == 0 or summary.users_failed < summary.users_total)
     )
-    return render(snapshot, output, registry=registry), ok
+    return render(snapshot, output, registry=registry), ok, door
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -344,10 +354,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     with terminal_progress(
         sys.stderr, log_level=args.log_level, log_format=args.log_format
     ) as on_progress:
-        text, ok = asyncio.run(_scan(config, args.output, shard, on_progress))
+        text, ok, door = asyncio.run(_scan(config, args.output, shard, on_progress))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if not ok:
-        log.error("no user could be scanned")
+        if not door:  # a door mistake's cause was logged in one line already
+            log.error("no user could be scanned")
         return EXIT_SCAN_FAILED
     return EXIT_OK
 
@@ -360,6 +371,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"config ok: {len(config.teams)} teams, {users} users listed"
         + (f", {groups} GitLab groups resolved at scan time" if groups else "")
     )
+    if getattr(args, "connect", False):
+        return asyncio.run(_check_connection(config))
+    return EXIT_OK
+
+
+async def _check_connection(config: Config) -> int:
+    """``check-config --connect``: one probe; who the token is, or what is wrong."""
+    async with ExporterService(config) as service:
+        problem = await service.check_connection(report=False)
+        server = service.server
+    if problem is not None or server is None:
+        print(f"gitlab-activity-exporter: error: connection: {problem}", file=sys.stderr)
+        return EXIT_SCAN_FAILED
+    print(server.describe(config.gitlab.url))
     return EXIT_OK
 
 

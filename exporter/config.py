@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class GitLabSettings(_Strict):
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     tls_verify: bool = True
+    ca_file: Path | None = None  # PEM CA bundle trusted besides the system's (internal CA)
     # "gitlab.com" (its published limits), "none", or {route template or "all": limit};
     # absent: gitlab.com's limits when gitlab.url is on gitlab.com, else none
     endpoint_limits: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None = None
@@ -203,6 +205,7 @@ class Config:
     period_table: PeriodTable
     score_weights: ScoreWeights = DEFAULT_WEIGHTS
     state_file: Path | None = None  # scan.state_file, resolved against the config file
+    ca_file: Path | None = None  # gitlab.ca_file, resolved against the config file
 
     @property
     def static_usernames(self) -> tuple[str, ...]:
@@ -355,7 +358,24 @@ def parse_config(
         period_table=build_period_table(settings.scan.periods),
         score_weights=settings.score.to_weights(),
         state_file=base / settings.scan.state_file if settings.scan.state_file else None,
+        ca_file=_ca_file(settings.gitlab, base),
     )
+
+
+def _ca_file(settings: GitLabSettings, base: Path) -> Path | None:
+    """``gitlab.ca_file`` resolved, checked to hold at least one PEM certificate."""
+    if settings.ca_file is None:
+        return None
+    path = base / settings.ca_file
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, ValueError):  # SSLError first: it is an OSError too
+        raise ConfigError(f"gitlab.ca_file: {str(path)!r} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"gitlab.ca_file: cannot read {str(path)!r}: {exc.strerror or exc}"
+        ) from None
+    return path
 
 
 def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
