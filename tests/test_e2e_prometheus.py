@@ -307,6 +307,11 @@ def test_each_pod_is_one_target_and_each_user_one_series(stack: Stack) -> None:
         assert counts and {r["value"][1] for r in counts} == {"1"}
         # both shards scan users
         assert len({r["metric"]["pod"] for r in stack.query("gitlab_activity_user_up")}) == SHARDS
+        # the process's own series: memory against the pod's limit, CPU, file descriptors
+        for metric in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+            found = stack.query(metric)
+            assert sorted(r["metric"]["pod"] for r in found) == sorted(t["pod"] for t in stack.targets), metric
+            assert all(float(r["value"][1]) > 0 for r in found), metric
 
     eventually(check)
 
