@@ -33,9 +33,11 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels gitlab-activity-exporter \
     && useradd --system --uid 65532 --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin exporter
+        --shell /usr/sbin/nologin exporter \
+    && install -d -o 65532 -g 65532 /var/lib/gitlab-activity-exporter
 # The exporter writes nothing at runtime but scan.state_file: it runs with a read-only
-# root filesystem; give the state file a volume (docs/deploy.md).
+# root filesystem. Mount a volume at /var/lib/gitlab-activity-exporter for the state
+# file (a new Docker volume takes the directory's owner, 65532, from the image).
 USER 65532:65532
 EXPOSE 9842
 # For plain Docker (Kubernetes uses the chart's probes): the liveness endpoint on the
