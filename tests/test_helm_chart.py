@@ -230,7 +230,7 @@ def test_the_values_schema_config_part_is_the_exporters_configuration_model() ->
 
 def test_the_drift_check_notices_a_changed_model(tmp_path: Path) -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
-    del schema["$defs"]["ScanSettings"]["properties"]["state_file"]
+    del schema["definitions"]["ScanSettings"]["properties"]["state_file"]
     stale = tmp_path / "values.schema.json"
     stale.write_text(chart_schema.dumps(schema))
     assert chart_schema.main(["--check", "--file", str(stale)]) == 1
