@@ -26,7 +26,7 @@ from exporter.collectors import build_registry
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import configure_logging, register_secret
 from exporter.output import render
-from exporter.processmetrics import AsyncioTasksCollector
+from exporter.processmetrics import register_process_collectors
 from exporter.scanner import ProgressCallback
 from exporter.service import ExporterService
 from exporter.sharding import Shard, ordinal_from_hostname
@@ -264,7 +264,7 @@ def _service_registry(service: ExporterService) -> CollectorRegistry:
 
 def _exporter_app(service: ExporterService) -> web.Application:
     registry = _service_registry(service)
-    registry.register(AsyncioTasksCollector())  # serve and demo only, not `scan`
+    register_process_collectors(registry)  # serve and demo only, not `scan`
     app = make_app(
         registry=registry,
         source=lambda: service.snapshot,
