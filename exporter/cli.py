@@ -33,6 +33,12 @@ from exporter.sharding import Shard, ordinal_from_hostname
 from exporter.state import StateFileError
 from exporter.web import make_app
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.webserver import (
+    HEADER_TIMEOUT_SECONDS,
+    GuardedSite,
+    default_max_connections,
+    quiet_accept_errors,
+)
 
 log = structlog.get_logger("exporter.cli")
 
@@ -89,6 +95,14 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         default=None,
         help="YAML file enabling TLS and/or basic auth (Prometheus exporter-toolkit format)",
+    )
+    listen_flag.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=None,
+        help="most client connections held at once; beyond, the oldest idle one is closed "
+        "(default: from the open-file limit)",
     )
 
     shard_flags = argparse.ArgumentParser(add_help=False)
@@ -201,11 +215,13 @@ async def _serve_until_signal(
     port: int,
     on_started: Callable[[str], None] | None = None,
     web_config: WebConfig | None = None,
+    max_connections: int | None = None,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT; a second signal exits at once."""
     ssl_context = web_config.apply(app) if web_config is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
 
     def _force_exit(signum: int, reason: str) -> None:
         log.error(reason, signal=signal.Signals(signum).name)
@@ -230,11 +246,22 @@ async def _serve_until_signal(
     # process: keep it out of the garbage collector's full passes, which pause the loop.
     gc.freeze()
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, access_log=None
+        app,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        access_log=None,
+        # a request's headers must be in within this of connecting or of the last response
+        keepalive_timeout=HEADER_TIMEOUT_SECONDS,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = GuardedSite(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_context,
+            max_connections=max_connections or default_max_connections(),
+        )
         await site.start()
         address = site.name
         log.info("listening", address=address, version=__version__)
@@ -269,6 +296,13 @@ def _exporter_app(service: ExporterService) -> web.Application:
     return app
 
 
+def _max_connections(args: argparse.Namespace) -> int | None:
+    value: int | None = args.max_connections
+    if value is not None and value < 1:
+        raise UsageError(f"--web.max-connections must be at least 1, not {value}")
+    return value
+
+
 def _web_config(args: argparse.Namespace) -> WebConfig | None:
     return load_web_config(args.web_config_file) if args.web_config_file else None
 
@@ -280,7 +314,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     web_config = _web_config(args)
     service = ExporterService(config, shard=shard)
     asyncio.run(
-        _serve_until_signal(_exporter_app(service), host, port, web_config=web_config)
+        _serve_until_signal(
+            _exporter_app(service),
+            host,
+            port,
+            web_config=web_config,
+            max_connections=_max_connections(args),
+        )
     )
     return EXIT_OK
 
@@ -382,8 +422,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     flush=True,
                 ),
                 web_config=web_config,
+                max_connections=max_connections,
             )
 
+    max_connections = _max_connections(args)
     asyncio.run(_run())
     return EXIT_OK
 
