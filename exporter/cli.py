@@ -216,8 +216,10 @@ async def _serve_until_signal(
     on_started: Callable[[str], None] | None = None,
     web_config: WebConfig | None = None,
     max_connections: int | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT; a second signal exits at once."""
+    """Serve ``app`` until SIGTERM or SIGINT; a second signal exits at once. SIGHUP calls
+    ``on_reload`` (or is logged as ignored, like SIGUSR1 and SIGUSR2)."""
     ssl_context = web_config.apply(app) if web_config is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -240,8 +242,16 @@ async def _serve_until_signal(
             SHUTDOWN_DEADLINE_SECONDS, _force_exit, signum, "shutdown took too long; exiting"
         )
 
+    def _other(signum: int) -> None:
+        if signum == signal.SIGHUP and on_reload is not None:
+            on_reload()
+        else:
+            log.info("signal ignored", signal=signal.Signals(signum).name)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _signal, signum)
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        loop.add_signal_handler(signum, _other, signum)
     # What start-up allocated (modules, configuration, the app) lives as long as the
     # process: keep it out of the garbage collector's full passes, which pause the loop.
     gc.freeze()
@@ -307,6 +317,28 @@ def _web_config(args: argparse.Namespace) -> WebConfig | None:
     return load_web_config(args.web_config_file) if args.web_config_file else None
 
 
+def _reloader(service: ExporterService, path: str) -> Callable[[], None]:
+    """SIGHUP: read ``path`` again; teams, users, periods and weights change from the
+    next scan on, state and numbers stay; an invalid file is one error line, and the
+    running configuration stays."""
+
+    def reload() -> None:
+        try:
+            new = _load(path)
+        except ConfigError as exc:
+            log.error("configuration not reloaded; the running one is kept", error=str(exc))
+            return
+        waiting = service.reload(new)
+        log.info(
+            "configuration reloaded",
+            teams=len(new.teams),
+            users=len(new.static_usernames),
+            **({"restart_needed_for": ", ".join(waiting)} if waiting else {}),
+        )
+
+    return reload
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     shard = shard_from_args(args)
     config = _load(args.config_file)
@@ -320,6 +352,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port,
             web_config=web_config,
             max_connections=_max_connections(args),
+            on_reload=_reloader(service, args.config_file),
         )
     )
     return EXIT_OK
@@ -379,6 +412,8 @@ async def _scan(
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    # a scan cut short by SIGTERM did not run to completion: not exit 0 (see __main__)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     shard = shard_from_args(args)
     config = _load(args.config_file)
     with terminal_progress(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.config import Config
+from exporter.config import Config, reloaded
 from exporter.exposition import SnapshotRegistry
 from exporter.gitlab.api import GitLabApi
 from exporter.gitlab.client import ClientMetrics, GitLabClient
@@ -58,6 +59,8 @@ class ExporterService:
         self._client: GitLabClient | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._state_lock: StateLock | None = None
+        self._scanning = False
+        self._pending: Config | None = None  # a reloaded configuration for the next scan
         self.first_scan_done = asyncio.Event()
 
     def attach_metrics(self, registry: CollectorRegistry, *, warm: bool = False) -> None:
@@ -175,13 +178,36 @@ class ExporterService:
         if self._on_progress is not None:
             self._on_progress(done, total)
 
+    def reload(self, new: Config) -> tuple[str, ...]:
+        """Take ``new``'s teams, users, periods and weights, keeping the running state
+        and numbers; applied now between scans, else when the running scan ends. The keys
+        that changed but wait for a restart are returned."""
+        merged, waiting = reloaded(self.config, new)
+        if self._scanning:
+            self._pending = merged
+        else:
+            self._apply(merged)
+        return waiting
+
+    def _apply(self, config: Config) -> None:
+        self.config = config
+        if self._scanner is not None:
+            self._scanner.reconfigure(config)
+        if self._snapshot.weights != config.score_weights:  # the scores show it at once
+            self._snapshot = dataclasses.replace(self._snapshot, weights=config.score_weights)
+
     async def scan_once(self) -> Snapshot:
         if self._scanner is None:
             raise RuntimeError("service not started")
+        self._scanning = True
         try:
             self._snapshot = await self._scanner.scan(self._snapshot)
         finally:
             self._progress = None
+            self._scanning = False
+            if self._pending is not None:
+                self._apply(self._pending)
+                self._pending = None
         self.first_scan_done.set()
         if self._warm and isinstance(self._registry, SnapshotRegistry):
             # render the new snapshot's metrics now, in slices, not in the next scrape
