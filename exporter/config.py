@@ -31,6 +31,7 @@ from exporter.periods import PeriodTable, build_period_table, resolve_zone
 from exporter.score import DEFAULT_WEIGHTS, ScoreWeights
 
 TOKEN_ENV = "GITLAB_TOKEN"
+GITLAB_COM_HOST = "gitlab.com"
 
 DEFAULT_PERIODS: dict[str, str] = {
     "night": "00:00-06:00",
@@ -68,14 +69,15 @@ class GitLabSettings(_Strict):
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     tls_verify: bool = True
-    # "gitlab.com" (its published limits) or {route template or "all": limit}
-    endpoint_limits: Literal["gitlab.com"] | dict[str, EndpointLimit] | None = None
+    # "gitlab.com" (its published limits), "none", or {route template or "all": limit};
+    # absent: gitlab.com's limits when gitlab.url is on gitlab.com, else none
+    endpoint_limits: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None = None
 
     @field_validator("endpoint_limits")
     @classmethod
     def _check_limits(
-        cls, value: Literal["gitlab.com"] | dict[str, EndpointLimit] | None
-    ) -> Literal["gitlab.com"] | dict[str, EndpointLimit] | None:
+        cls, value: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None
+    ) -> Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None:
         if isinstance(value, dict):
             for key in value:
                 if key != "all" and not key.startswith("/"):
@@ -85,9 +87,11 @@ class GitLabSettings(_Strict):
     @property
     def rate_limits(self) -> dict[str, tuple[int, float]]:
         """``endpoint_limits`` as (requests, period) per route template (``all``: token)."""
-        if self.endpoint_limits == "gitlab.com":
+        if self.endpoint_limits == "gitlab.com" or (
+            self.endpoint_limits is None and self.host == GITLAB_COM_HOST
+        ):
             return dict(GITLAB_COM_ENDPOINT_LIMITS)
-        if self.endpoint_limits is None:
+        if self.endpoint_limits is None or self.endpoint_limits == "none":
             return {}
         return {k: (v.requests, v.period_seconds) for k, v in self.endpoint_limits.items()}
 
