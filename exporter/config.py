@@ -6,6 +6,7 @@ Defaults are documented in the README's configuration section.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import ssl
@@ -393,3 +394,39 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Co
         ) from None
     return parse_config(document, env=env, base=path.parent)
 
+
+
+RELOADABLE = ("teams", "teams_file", "users", "score.weights", "scan.periods")
+"""What ``serve`` takes from a new configuration on SIGHUP; the rest waits for a restart."""
+
+
+def reloaded(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
+    """``running`` with the :data:`RELOADABLE` parts taken from ``new``, and the keys
+    that differ in ``new`` but only take effect after a restart (the GitLab connection,
+    the token, the scan's schedule, window, zone and state file)."""
+    waiting = [
+        f"gitlab.{name}"
+        for name in GitLabSettings.model_fields
+        if name not in ("token", "token_file")
+        and getattr(running.gitlab, name) != getattr(new.gitlab, name)
+    ]
+    if running.token != new.token:
+        waiting.append("gitlab.token")
+    waiting += [
+        f"scan.{name}"
+        for name in ScanSettings.model_fields
+        if name not in ("periods", "state_file")
+        and getattr(running.scan, name) != getattr(new.scan, name)
+    ]
+    if running.state_file != new.state_file:
+        waiting.append("scan.state_file")
+    merged = dataclasses.replace(
+        running,
+        scan=running.scan.model_copy(update={"periods": dict(new.scan.periods)}),
+        teams=new.teams,
+        extra_emails=new.extra_emails,
+        standalone_users=new.standalone_users,
+        period_table=new.period_table,
+        score_weights=new.score_weights,
+    )
+    return merged, tuple(waiting)
