@@ -6,6 +6,7 @@ Defaults are documented in the README's configuration section.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import ssl
@@ -46,21 +47,26 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # .inf and .nan are valid YAML numbers, and no setting of ours works with them
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+
+DAY = 86400.0
 
 
 class EndpointLimit(_Strict):
     requests: int = Field(ge=1)
-    period_seconds: float = Field(gt=0)
+    period_seconds: float = Field(gt=0, le=DAY)
 
 
 class GitLabSettings(_Strict):
     url: str
     token: SecretStr | None = None
     token_file: Path | None = None
-    requests_per_second: float = Field(default=10.0, gt=0)
+    # below one request per 100 s nothing finishes; above, there is no pacing to speak of
+    requests_per_second: float = Field(default=10.0, ge=0.01, le=100_000)
     max_concurrency: int = Field(default=16, ge=1, le=256)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     # response bytes read or parsed at once by the whole process (one body may go over)
@@ -109,12 +115,12 @@ class GitLabSettings(_Strict):
 
 
 class ScanSettings(_Strict):
-    interval_seconds: float = Field(default=300.0, gt=0)
+    interval_seconds: float = Field(default=300.0, gt=0, le=7 * DAY)
     lookback_days: float = Field(default=30.0, gt=0, le=3650)
     timezone: str = "UTC"
     periods: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PERIODS))
-    discovery_interval_seconds: float = Field(default=3600.0, ge=0)
-    overlap_seconds: float = Field(default=3600.0, ge=0)
+    discovery_interval_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
+    overlap_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
     state_file: Path | None = None
 
     @field_validator("timezone")
@@ -282,22 +288,31 @@ def load_teams_file(path: Path) -> list[Team]:
     return teams
 
 
+def _clean_token(raw: str, key: str) -> str:
+    """``raw`` without a byte-order mark (editors on Windows write one) and surrounding
+    whitespace; a token with whitespace, control or non-ASCII characters inside cannot
+    be sent in a header and is refused here, naming ``key``."""
+    token = raw.replace("\ufeff", "").strip()
+    if not token:
+        raise ConfigError(f"{key}: is empty")
+    if not all("!" <= char <= "~" for char in token):
+        raise ConfigError(f"{key}: the token contains whitespace, control or non-ASCII characters")
+    return token
+
+
 def _resolve_token(settings: GitLabSettings, env: Mapping[str, str], base: Path) -> str:
-    from_env = env.get(TOKEN_ENV, "").strip()
+    from_env = env.get(TOKEN_ENV, "").replace("\ufeff", "").strip()
     if from_env:
-        return from_env
+        return _clean_token(from_env, TOKEN_ENV)
     if settings.token is not None and settings.token_file is not None:
         raise ConfigError("gitlab.token: set either token or token_file, not both")
     if settings.token is not None:
-        token = settings.token.get_secret_value().strip()
-        if not token:
-            raise ConfigError("gitlab.token: is empty")
-        return token
+        return _clean_token(settings.token.get_secret_value(), "gitlab.token")
     if settings.token_file is not None:
-        token = _read_text(base / settings.token_file, "gitlab.token_file").strip()
-        if not token:
+        text = _read_text(base / settings.token_file, "gitlab.token_file")
+        if not text.replace("\ufeff", "").strip():
             raise ConfigError("gitlab.token_file: the file is empty")
-        return token
+        return _clean_token(text, "gitlab.token_file")
     raise ConfigError(
         f"gitlab.token: no token; set {TOKEN_ENV}, gitlab.token or gitlab.token_file"
     )
@@ -381,3 +396,39 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Co
         ) from None
     return parse_config(document, env=env, base=path.parent)
 
+
+
+RELOADABLE = ("teams", "teams_file", "users", "score.weights", "scan.periods")
+"""What ``serve`` takes from a new configuration on SIGHUP; the rest waits for a restart."""
+
+
+def reloaded(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
+    """``running`` with the :data:`RELOADABLE` parts taken from ``new``, and the keys
+    that differ in ``new`` but only take effect after a restart (the GitLab connection,
+    the token, the scan's schedule, window, zone and state file)."""
+    waiting = [
+        f"gitlab.{name}"
+        for name in GitLabSettings.model_fields
+        if name not in ("token", "token_file")
+        and getattr(running.gitlab, name) != getattr(new.gitlab, name)
+    ]
+    if running.token != new.token:
+        waiting.append("gitlab.token")
+    waiting += [
+        f"scan.{name}"
+        for name in ScanSettings.model_fields
+        if name not in ("periods", "state_file")
+        and getattr(running.scan, name) != getattr(new.scan, name)
+    ]
+    if running.state_file != new.state_file:
+        waiting.append("scan.state_file")
+    merged = dataclasses.replace(
+        running,
+        scan=running.scan.model_copy(update={"periods": dict(new.scan.periods)}),
+        teams=new.teams,
+        extra_emails=new.extra_emails,
+        standalone_users=new.standalone_users,
+        period_table=new.period_table,
+        score_weights=new.score_weights,
+    )
+    return merged, tuple(waiting)

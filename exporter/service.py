@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.config import Config
+from exporter.config import Config, reloaded
 from exporter.exposition import SnapshotRegistry
 from exporter.gitlab.api import GitLabApi
 from exporter.gitlab.breaker import ProjectBreaker
@@ -31,7 +32,7 @@ from exporter.gitlab.pacing import RateGate
 from exporter.scanner import ProgressCallback, Scanner, utc_now
 from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
-from exporter.state import load_state, save_state
+from exporter.state import StateLock, claim_state_file, load_state, save_state
 
 log = structlog.get_logger("exporter.service")
 
@@ -66,6 +67,9 @@ class ExporterService:
         self.server: ServerInfo | None = None
         self.connection_problem: ConnectionProblem | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._state_lock: StateLock | None = None
+        self._scanning = False
+        self._pending: Config | None = None  # a reloaded configuration for the next scan
         self.first_scan_done = asyncio.Event()
 
     def attach_metrics(self, registry: CollectorRegistry, *, warm: bool = False) -> None:
@@ -101,6 +105,9 @@ class ExporterService:
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
+        if self.config.state_file is not None:
+            # someone else's file, or another exporter's: StateFileError, before anything
+            self._state_lock = await asyncio.to_thread(claim_state_file, self.config.state_file)
         gitlab = self.config.gitlab
         # tls_verify false skips certificate checks (self-signed GitLab); default verifies,
         # trusting gitlab.ca_file besides the system's CAs
@@ -159,6 +166,9 @@ class ExporterService:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
 
     async def __aenter__(self) -> ExporterService:
         await self.start()
@@ -229,6 +239,24 @@ class ExporterService:
         self.connection_problem = None
         return None
 
+    def reload(self, new: Config) -> tuple[str, ...]:
+        """Take ``new``'s teams, users, periods and weights, keeping the running state
+        and numbers; applied now between scans, else when the running scan ends. The keys
+        that changed but wait for a restart are returned."""
+        merged, waiting = reloaded(self.config, new)
+        if self._scanning:
+            self._pending = merged
+        else:
+            self._apply(merged)
+        return waiting
+
+    def _apply(self, config: Config) -> None:
+        self.config = config
+        if self._scanner is not None:
+            self._scanner.reconfigure(config)
+        if self._snapshot.weights != config.score_weights:  # the scores show it at once
+            self._snapshot = dataclasses.replace(self._snapshot, weights=config.score_weights)
+
     async def scan_once(self) -> Snapshot:
         if self._scanner is None:
             raise RuntimeError("service not started")
@@ -236,10 +264,15 @@ class ExporterService:
         if problem is not None and not problem.passing:
             # a door mistake: nothing per user could be learnt; the numbers stay as they were
             return self._snapshot
+        self._scanning = True
         try:
             self._snapshot = await self._scanner.scan(self._snapshot)
         finally:
             self._progress = None
+            self._scanning = False
+            if self._pending is not None:
+                self._apply(self._pending)
+                self._pending = None
         self.first_scan_done.set()
         if self._warm and isinstance(self._registry, SnapshotRegistry):
             # render the new snapshot's metrics now, in slices, not in the next scrape
