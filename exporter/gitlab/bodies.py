@@ -8,8 +8,9 @@ circle, and memory stays under the cap plus one body).
 
 :func:`parse_json` parses a body of up to :data:`SLICE_BYTES` at once; a larger JSON
 list is parsed element by element, returning to the event loop after each slice of
-about :data:`SLICE_BYTES`, with the garbage collector's passes held off meanwhile (a
-full pass over the objects of a large page in the making is itself a long stall).
+about :data:`SLICE_BYTES`. The garbage collector's automatic passes are held off
+meanwhile and its young generations collected a slice at a time instead: an automatic
+pass over the objects of a large page in the making is itself a long stall.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 SLICE_BYTES = 256 * 1024
 """Bytes parsed per turn of the event loop."""
 
+_YOUNG_PASSES = 8
+"""Slices between passes over the garbage collector's middle generation."""
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -128,6 +131,7 @@ async def _parse_list(text: str, at: int) -> list[Any]:
         _end(text, at + 1)
         return items
     mark = at
+    slices = 0
     while True:
         item, at = decode(text, at)
         items.append(item)
@@ -141,6 +145,10 @@ async def _parse_list(text: str, at: int) -> list[Any]:
             raise ValueError(f"expected ',' or ']' at {at}")
         if at - mark >= SLICE_BYTES:
             mark = at
+            slices += 1
+            # the young generations' passes, a slice's objects at a time (the automatic
+            # ones are held off: they would walk the whole page in one go)
+            gc.collect(1 if slices % _YOUNG_PASSES == 0 else 0)
             await asyncio.sleep(0)  # the rest of the process gets its turn
 
 
