@@ -115,7 +115,7 @@ async def parse_json(body: bytes) -> Any:
 async def _decode(body: bytes) -> str:
     decoder = codecs.getincrementaldecoder("utf-8")()
     parts: list[str] = []
-    step = 4 * SLICE_BYTES
+    step = SLICE_BYTES
     for offset in range(0, len(body), step):
         last = offset + step >= len(body)
         parts.append(decoder.decode(body[offset : offset + step], final=last))
