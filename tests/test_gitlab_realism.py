@@ -29,6 +29,7 @@ from exporter.simulator.generate import generate_org
 from exporter.simulator.model import Org
 from exporter.simulator.server import REALISTIC_HEADERS, RateLimits, SimulatorServer
 from tests.conftest import HOST, TOKEN, config_document
+from tests.test_incremental import assert_exact
 
 BOUND = 30.0
 """Seconds a test waits before calling a run hung."""
@@ -372,3 +373,19 @@ async def test_a_large_page_is_parsed_without_stalling_the_event_loop(
     json.loads(body)
     in_one_go = loop.time() - began
     assert max(gaps) < in_one_go / 2, (max(gaps), in_one_go)
+
+
+async def test_a_scan_finishes_exact_under_throttles_answered_as_gitlab_does(org: Org) -> None:
+    # a self-managed GitLab with throttles on: RateLimit-* only on the general limit's
+    # 429s, per-route limits without any and a Retry-After of the whole interval
+    limits = RateLimits(general=(40, 1.0), endpoints={"/users/:id": (6, 2.0)}, **REALISTIC_HEADERS)
+    async with SimulatorServer(org, token=TOKEN, host=HOST, limits=limits) as sim:
+        config = parse_config(config_document(org, sim.url), env={})
+        async with ExporterService(config, clock=lambda: org.now) as service:
+            snapshot = await asyncio.wait_for(service.scan_once(), 4 * BOUND)
+    assert snapshot.last_scan is not None
+    assert snapshot.last_scan.users_failed == 0, {
+        u: s.last_error_message for u, s in snapshot.users.items() if s.last_error
+    }
+    assert_exact(snapshot, org, config)
+    assert sim.log.count(status=429) < len(sim.log) / 10, sim.log.by_endpoint()
