@@ -136,6 +136,8 @@ async def test_hostile_error_text_from_gitlab_breaks_nothing(
     org: Org, tmp_path: Path, aiohttp_client: object
 ) -> None:
     async def refuse(request: web.Request) -> web.Response:
+        if request.path == "/api/v4/user":  # the token is fine: every read is refused
+            return web.json_response({"id": 1, "username": "exporter", "name": "Exporter"})
         return web.json_response({"message": HOSTILE}, status=403)
 
     gitlab = web.Application()
