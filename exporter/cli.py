@@ -454,7 +454,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 async def _check_connection(config: Config) -> int:
     """``check-config --connect``: one probe; who the token is, or what is wrong."""
     async with ExporterService(config) as service:
-        problem = await service.check_connection(report=False)
+        problem = await service.check_connection(report=False, version=True)
         server = service.server
     if problem is not None or server is None:
         print(f"gitlab-activity-exporter: error: connection: {problem}", file=sys.stderr)

@@ -13,7 +13,6 @@ import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 
@@ -197,16 +196,19 @@ class ExporterService:
         if self._on_progress is not None:
             self._on_progress(done, total)
 
-    async def check_connection(self, *, report: bool = True) -> ConnectionProblem | None:
+    async def check_connection(
+        self, *, report: bool = True, version: bool = False
+    ) -> ConnectionProblem | None:
         """Ask GitLab who the token is: ``None`` when it answered, else the problem,
         counted. A door mistake is kept in :attr:`connection_problem` (with ``report``
-        logged in one line when it starts or changes); a passing one only logged."""
+        logged in one line when it starts or changes); a passing one only logged.
+        ``version``: also ask GitLab's version (one request more)."""
         gitlab = self.config.gitlab
         try:
             server = await probe(
                 self.client,
                 within=min(PROBE_SECONDS, gitlab.timeout_seconds),
-                version=self.server is None,
+                version=version,
             )
         except ConnectionProblem as problem:
             if self._metrics is not None:
@@ -229,12 +231,9 @@ class ExporterService:
             log.info(
                 "GitLab answered",
                 url=gitlab.url,
-                version=server.version or (self.server.version if self.server else None),
                 token_user=server.username,
                 admin=server.is_admin,
             )
-        if server.version is None and self.server is not None:
-            server = replace(server, version=self.server.version)
         self.server = server
         self.connection_problem = None
         return None
