@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -147,6 +148,13 @@ class Scanner:
             items.close()
         finished = time.time()
         snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
+        read_failures = Counter(previous.project_read_failures)
+        read_failures.update(cache.read_failures)
+        snapshot = replace(
+            snapshot,
+            projects_skipped=frozen_map(cache.skipped_by_reason()),
+            project_read_failures=frozen_map(read_failures),
+        )
         if self._shard.sharded:
             # one shard (by the same hash on the team's name) reports each team's info
             snapshot = replace(

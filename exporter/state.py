@@ -33,7 +33,7 @@ from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, froze
 
 log = structlog.get_logger("exporter.state")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "gitlab-activity-exporter"
 
 _SCHEMA = """
@@ -50,6 +50,7 @@ CREATE TABLE users (
 CREATE TABLE listings (
     key TEXT NOT NULL, kind TEXT NOT NULL, project_id INTEGER NOT NULL, activity TEXT);
 CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+CREATE TABLE skipped_projects (project_id INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE item_syncs (kind TEXT PRIMARY KEY, full_sync_at TEXT, declined_at TEXT);
 CREATE TABLE item_users (
     kind TEXT NOT NULL, key TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (kind, key));
@@ -145,6 +146,8 @@ def snapshot_to_json(snapshot: Snapshot) -> str:
             "last_scan": dataclasses.asdict(last) if last is not None else None,
             "last_complete_scan_end": snapshot.last_complete_scan_end,
             "scans_total": snapshot.scans_total,
+            "projects_skipped": dict(snapshot.projects_skipped),
+            "project_read_failures": dict(snapshot.project_read_failures),
         }
     )
 
@@ -173,7 +176,13 @@ def snapshot_from_json(text: str, config: Config) -> Snapshot:
         last_complete_scan_end=data["last_complete_scan_end"],
         scans_total=int(data["scans_total"]),
         weights=config.score_weights,  # applied when rendering: today's configuration
+        projects_skipped=_counts(data.get("projects_skipped")),
+        project_read_failures=_counts(data.get("project_read_failures")),
     )
+
+
+def _counts(data: Any) -> Mapping[str, int]:
+    return frozen_map({str(k): int(v) for k, v in (data or {}).items()})
 
 
 # ----------------------------------------------------------------------- writing
@@ -243,6 +252,10 @@ def save_state(
             ),
         )
         conn.execute("INSERT INTO snapshot VALUES (1, ?)", (snapshot_to_json(snapshot),))
+        conn.executemany(
+            "INSERT INTO skipped_projects VALUES (?, ?)",
+            ((pid, p.skipped) for pid, p in store.projects.items() if p.skipped is not None),
+        )
         kinds = dict(items or {})
         conn.executemany(
             "INSERT INTO item_syncs VALUES (?, ?, ?)",
@@ -310,6 +323,8 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
             )
         for pid, sha, name, email, authored in conn.execute("SELECT * FROM commits"):
             store.projects[int(pid)].commits[sha] = (sha, name, email, _req_dt(authored))
+        for pid, reason in conn.execute("SELECT * FROM skipped_projects"):
+            store.projects[int(pid)].skipped = reason
         listings: dict[tuple[str, str], dict[int, datetime | None]] = {}
         for key, kind, pid, activity in conn.execute("SELECT * FROM listings"):
             listings.setdefault((key, kind), {})[int(pid)] = _dt(activity)
