@@ -131,7 +131,7 @@ def test_failure_counters_initialised_for_every_user_and_reason(
 ) -> None:
     name = "gitlab_activity_user_scan_failures_total"
     assert set(FAILURE_REASONS) == {
-        "not_found", "unauthorized", "rate_limited", "api_error", "timeout", "crash"
+        "not_found", "unauthorized", "private_profile", "rate_limited", "api_error", "timeout", "crash"
     }
     for user in ("alice", "bob", "carol"):
         for reason in FAILURE_REASONS:

@@ -45,6 +45,9 @@ class UserDetail:
     name: str
     state: str
     public_email: str | None
+    #: GitLab left out the profile fields (a private profile, or a blocked or unconfirmed
+    #: user, seen by a token that is not an admin's): the user's lists are hidden too
+    profile_hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,8 @@ class GitLabApi:
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
             public_email=public_email.strip() or None if public_email is not None else None,
+            # every profile GitLab shows carries created_at (whatever else it hides)
+            profile_hidden="created_at" not in obj,
         )
 
     async def user_projects(self, user_id: int) -> list[ProjectRef]:

@@ -8,7 +8,15 @@ was one, and a short cause; it never contains the token.
 
 from __future__ import annotations
 
-FAILURE_REASONS = ("not_found", "unauthorized", "rate_limited", "api_error", "timeout", "crash")
+FAILURE_REASONS = (
+    "not_found",
+    "unauthorized",
+    "private_profile",
+    "rate_limited",
+    "api_error",
+    "timeout",
+    "crash",
+)
 
 
 class GitLabError(Exception):
@@ -57,6 +65,14 @@ class UnauthorizedError(GitLabError):
     reason = "unauthorized"
 
 
+class PrivateProfileError(GitLabError):
+    """The token cannot see the user's activity: GitLab answers ``/users/:id`` without
+    the profile fields and ``[]`` (with 200) for the user's events and project lists,
+    which must not be taken for no activity."""
+
+    reason = "private_profile"
+
+
 class RateLimitedError(GitLabError):
     """429 answered on every attempt until the retries ran out."""
 
@@ -96,6 +112,7 @@ __all__ = [
     "GitLabError",
     "NotFoundError",
     "PageBudgetExceeded",
+    "PrivateProfileError",
     "RateLimitedError",
     "RequestTimeoutError",
     "UnauthorizedError",
