@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,14 @@ class EndpointLimit(_Strict):
     period_seconds: float = Field(gt=0)
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
 class GitLabSettings(_Strict):
     url: str
+    # GitLab's commit_email_hostname (admin setting); None: learned from GitLab's web_urls
+    commit_email_hostname: str | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
     requests_per_second: float = Field(default=10.0, gt=0)
@@ -84,6 +91,18 @@ class GitLabSettings(_Strict):
         if self.endpoint_limits is None:
             return {}
         return {k: (v.requests, v.period_seconds) for k, v in self.endpoint_limits.items()}
+
+    @field_validator("commit_email_hostname")
+    @classmethod
+    def _check_hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hostname = value.strip().casefold()
+        if not _HOSTNAME.match(hostname):
+            raise ValueError(
+                f"{value!r} is not a host name (e.g. users.noreply.gitlab.example.com)"
+            )
+        return hostname
 
     @field_validator("url")
     @classmethod

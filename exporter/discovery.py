@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from exporter.gitlab.api import GitLabApi, ProjectRef, UserDetail
 from exporter.gitlab.errors import NotFoundError, PrivateProfileError
@@ -26,6 +27,9 @@ class Discovery:
     personal: Mapping[int, datetime | None]
     contributed: Mapping[int, datetime | None]
     refreshed_at: datetime
+    #: GitLab's external host, from the user's ``web_url`` (``None``: not told); kept
+    #: by the scanner for every user, not part of the discovery's identity
+    external_host: str | None = field(default=None, compare=False)
 
 
 def _activity(projects: list[ProjectRef]) -> dict[int, datetime | None]:
@@ -84,6 +88,7 @@ class DiscoveryCache:
             personal=_activity(personal),
             contributed=_activity(contributed),
             refreshed_at=now,
+            external_host=_host(ref.web_url),
         )
         self.entries[key] = entry
         self.refreshed += 1
@@ -96,6 +101,13 @@ class DiscoveryCache:
             del self.entries[key]
         for key in [k for k in self.hidden if k not in keep]:
             del self.hidden[key]
+
+
+def _host(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).hostname or None if url else None
+    except ValueError:
+        return None
 
 
 def _private(user: UserDetail) -> PrivateProfileError:

@@ -82,6 +82,8 @@ class Scanner:
         self._on_progress = on_progress
         self._zone = resolve_zone(config.scan.timezone)
         self._host = config.gitlab.host
+        #: GitLab's external host as its web_urls name it (the no-reply emails' host)
+        self.external_host: str | None = None
         self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
         # kept between scans: commits in the window, and who users are / what they list
         self.store = CommitStore()
@@ -173,6 +175,18 @@ class Scanner:
         )
         return snapshot
 
+    def _learn_external_host(self, host: str | None) -> None:
+        """GitLab names its external host in every web_url; no-reply emails use it."""
+        if host is None or host == self.external_host:
+            return
+        self.external_host = host
+        if self._config.gitlab.commit_email_hostname is None:
+            log.info(
+                "no-reply commit emails matched on GitLab's external host",
+                commit_email_hostname=f"users.noreply.{host}",
+                gitlab_url_host=self._host,
+            )
+
     def _authored_items(
         self, window: Window, now: datetime, usernames: Sequence[str]
     ) -> _ScanItems:
@@ -246,6 +260,7 @@ class Scanner:
         self, username: str, window: Window, cache: IncrementalCommits, items: _ScanItems
     ) -> UserStats:
         found = await self.discovery.get(username, window.end)
+        self._learn_external_host(found.external_host)
         detail = found.user
         try:
             listed, merge_requests, issues = await asyncio.gather(
@@ -293,7 +308,8 @@ class Scanner:
             user_id=detail.id,
             username=detail.username,
             display_name=detail.name,
-            host=self._host,
+            host=self.external_host or self._host,
+            commit_email_hostname=self._config.gitlab.commit_email_hostname,
             public_email=detail.public_email,
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
         )

@@ -129,6 +129,7 @@ class ExporterService:
                     "merge_requests", self._scanner.merge_requests
                 )
                 self._scanner.issues = saved.items.get("issues", self._scanner.issues)
+                self._scanner.external_host = saved.external_host
                 self._snapshot = saved.snapshot
 
     async def stop(self) -> None:
@@ -205,6 +206,7 @@ class ExporterService:
                     "issues": self._scanner.issues,
                 },
                 shard=self._shard_key,
+                external_host=self._scanner.external_host,
             )
         except (OSError, sqlite3.Error) as exc:
             log.warning("state file not written", path=str(path), error=str(exc))

@@ -71,6 +71,8 @@ class SavedState:
     snapshot: Snapshot
     #: merge requests and issues per user, by kind (``merge_requests``, ``issues``)
     items: dict[str, AuthoredItemStore] = dataclasses.field(default_factory=dict)
+    #: GitLab's external host as learned from its web_urls
+    external_host: str | None = None
 
 
 def fingerprint(config: Config, shard: str = "0/1") -> str:
@@ -197,6 +199,7 @@ def save_state(
     snapshot: Snapshot,
     items: Mapping[str, AuthoredItemStore] | None = None,
     shard: str = "0/1",
+    external_host: str | None = None,
 ) -> None:
     """Write the whole state to ``path`` atomically (temporary file, then rename).
 
@@ -216,6 +219,7 @@ def save_state(
                 ("application", APPLICATION),
                 ("schema_version", str(SCHEMA_VERSION)),
                 ("fingerprint", fingerprint(config, shard)),
+                *([("external_host", external_host)] if external_host else []),
             ],
         )
         conn.executemany(
@@ -358,7 +362,13 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 id=int(item_id), project_id=int(project_id), state=state,
                 created_at=_req_dt(created),
             )
-    return SavedState(store=store, discoveries=discoveries, snapshot=snapshot, items=items)
+    return SavedState(
+        store=store,
+        discoveries=discoveries,
+        snapshot=snapshot,
+        items=items,
+        external_host=meta.get("external_host"),
+    )
 
 
 def load_state(path: Path, config: Config, shard: str = "0/1") -> SavedState | None:

@@ -147,7 +147,7 @@ async def test_find_user_exact_case_insensitive(serve: Serve) -> None:
              "avatar_url": "x", "web_url": "y"},
         ]
     })
-    assert await api.find_user("alice") == UserRef(1, "Alice", "Alice A", "active")
+    assert await api.find_user("alice") == UserRef(1, "Alice", "Alice A", "active", "y")
     assert fake.requests[0].query["username"] == "alice"
 
 

@@ -4,15 +4,19 @@ simulator over HTTP."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
+from exporter.config import parse_config
 from exporter.output import render
 from exporter.service import ExporterService
 from exporter.simulator.generate import Realism, generate_org
+from exporter.simulator.model import Org
 from exporter.simulator.server import SimulatorServer
-from tests.conftest import HOST, TOKEN
-from tests.test_project_isolation import assert_exact, config_for
+from exporter.simulator.truth import expected_activity
+from tests.conftest import HOST, TOKEN, config_document
+from tests.test_project_isolation import LOOKBACK, assert_exact, config_for
 
 
 @pytest.fixture
@@ -70,3 +74,82 @@ async def test_an_admin_token_sees_private_profiles(guest_sim: SimulatorServer) 
         snapshot = await service.scan_once()
     assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
     assert_exact(snapshot, org, config, admin=True)
+
+
+EXTERNAL = "gitlab.example.com"  # GitLab's external host; the simulator listens on HOST
+
+
+def noreply_commits(org: Org, hostname: str) -> list[tuple[str, str]]:
+    start = org.now - timedelta(days=LOOKBACK)
+    return [
+        (c.author_email, c.sha)
+        for commits in org.commits.values()
+        for c in commits
+        if c.author_email.casefold().endswith("@" + hostname) and c.authored_date >= start
+    ]
+
+
+@pytest.fixture
+async def external_sim(request: pytest.FixtureRequest) -> AsyncIterator[SimulatorServer]:
+    realism: Realism = request.param
+    org = generate_org(11, users=20, projects=60, host=EXTERNAL, realism=realism)
+    async with SimulatorServer(org, token=TOKEN, host=HOST, port=0) as server:
+        yield server
+
+
+@pytest.mark.parametrize("external_sim", [Realism()], indirect=True)
+async def test_noreply_emails_on_gitlabs_external_host_are_matched(
+    external_sim: SimulatorServer,
+) -> None:
+    org = external_sim.org
+    hostname = f"users.noreply.{EXTERNAL}"
+    assert noreply_commits(org, hostname)
+    for commits in org.commits.values():  # only the no-reply email says whose they are
+        for c in commits:
+            if c.author_email.casefold().endswith("@" + hostname):
+                c.author_name = "Nick Name"
+    config = config_for(org, external_sim.url)
+    assert config.gitlab.host != EXTERNAL
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        snapshot = await service.scan_once()
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+    assert_exact(snapshot, org, config, admin=True)
+
+
+@pytest.mark.parametrize("guest_sim", [(Realism(renamed_users=3), True)], indirect=True)
+async def test_a_renamed_users_older_commits_stay_theirs(guest_sim: SimulatorServer) -> None:
+    org = guest_sim.org  # no-reply emails on the host the simulator listens on
+    renamed = [u for u in org.users.values() if u.previous_usernames]
+    hostname = f"users.noreply.{HOST}"
+    old_forms = {f"{u.id}-{u.previous_usernames[0]}@{hostname}".casefold() for u in renamed}
+    assert {e.casefold() for e, _ in noreply_commits(org, hostname)} & old_forms
+    config = config_for(org, guest_sim.url)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        snapshot = await service.scan_once()
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+    assert_exact(snapshot, org, config, admin=True)
+
+
+@pytest.mark.parametrize("external_sim", [Realism(renamed_users=2)], indirect=True)
+async def test_the_configured_commit_email_hostname_replaces_gitlabs_default(
+    external_sim: SimulatorServer,
+) -> None:
+    org = external_sim.org
+    custom = "noreply.corp.example"
+    for commits in org.commits.values():  # the admin set commit_email_hostname
+        for c in commits:
+            c.author_email = c.author_email.replace(f"@users.noreply.{EXTERNAL}", f"@{custom}")
+    assert noreply_commits(org, custom)
+    document = config_document(org, external_sim.url)
+    document["gitlab"]["commit_email_hostname"] = custom
+    config = parse_config(document, env={})
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        snapshot = await service.scan_once()
+    truth = expected_activity(
+        org, usernames=list(snapshot.users), timezone=config.scan.timezone,
+        periods=config.scan.periods, lookback_days=LOOKBACK, now=org.now,
+        extra_emails=config.extra_emails, commit_email_hostname=custom,
+    )
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+    for name, state in snapshot.users.items():
+        assert state.stats is not None and state.stats.commits == truth[name].commits, name

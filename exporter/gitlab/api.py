@@ -36,6 +36,9 @@ class UserRef:
     username: str
     name: str
     state: str
+    #: the profile's address, on GitLab's external host (which may differ from the
+    #: configured URL's)
+    web_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +331,7 @@ class GitLabApi:
             username=shape.req_str(obj, "username"),
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
+            web_url=obj.get("web_url") if isinstance(obj.get("web_url"), str) else None,
         )
 
     async def _projects(self, path: str, endpoint: str) -> list[ProjectRef]:

@@ -880,7 +880,8 @@ def _apply_realism(org: Org, seed: int, realism: Realism, window_start: datetime
     for user in take(realism.blocked_users):
         user.state = "blocked"
     for user in take(realism.renamed_users):
-        _rename(org, user, f"{user.username}-{_ri(rng, 2, 99)}")
+        given = user.name.split(" ")[0]
+        _rename(org, user, f"{user.username}-{_ri(rng, 2, 99)}", f"{given} {_ch(rng, _LAST)}-Lee")
     in_lo = int(window_start.timestamp()) + 3 * 3600
     in_hi = int(org.now.timestamp()) - 3 * 3600
     for _ in range(realism.shared_names):
@@ -921,12 +922,14 @@ def _apply_realism(org: Org, seed: int, realism: Realism, window_start: datetime
     _add_repositoryless(org, rng, realism.repositoryless_projects, in_lo, in_hi)
 
 
-def _rename(org: Org, user: User, new: str) -> None:
-    """Rename as GitLab does: the personal namespace moves, authored items follow,
-    commits keep the emails they were written with."""
+def _rename(org: Org, user: User, new: str, display_name: str) -> None:
+    """Rename as GitLab does (a new username, here a new display name as well): the
+    personal namespace moves, authored items follow, and commits keep the names and
+    emails they were written with."""
     old = user.username
     user.previous_usernames.append(old)
     user.username = new
+    user.name = display_name
     for project in org.projects.values():
         ns = project.namespace
         if ns.kind == "user" and ns.path.casefold() == old.casefold():
