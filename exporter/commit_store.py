@@ -327,6 +327,11 @@ class IncrementalCommits:
     def projects_fetched(self) -> int:
         return self.requests_planned
 
+    @property
+    def started(self) -> bool:
+        """Every user has arrived (its discovery done or failed)."""
+        return self._started
+
     def arrive(self, username: str, hints: Mapping[int, ProjectHint] | None) -> None:
         """The user's discovery is done (``hints``) or failed (``None``); idempotent."""
         key = username.casefold()

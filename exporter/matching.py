@@ -12,7 +12,7 @@ followed by GitLab's *external* host.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -40,6 +40,16 @@ def noreply_id(email: str, hostname: str) -> int | None:
     if not dash or not rest or not digits.isdigit() or not digits.isascii():
         return None
     return int(digits)
+
+
+def shared_names(people: Iterable[tuple[str, str]]) -> Mapping[str, tuple[str, ...]]:
+    """Names (normalised) that identify more than one of ``people`` (``(username,
+    display_name)`` pairs), each with the usernames sharing it, sorted."""
+    owners: dict[str, set[str]] = {}
+    for username, display_name in people:
+        for name in {_norm(username), _norm(display_name)} - {""}:
+            owners.setdefault(name, set()).add(username)
+    return {name: tuple(sorted(users)) for name, users in owners.items() if len(users) > 1}
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from exporter.config import Config
 from exporter.discovery import DiscoveryCache
 from exporter.gitlab.api import GitLabApi, Push
 from exporter.gitlab.errors import GitLabError, NotFoundError
-from exporter.matching import Identity
+from exporter.matching import Identity, shared_names
 from exporter.periods import resolve_zone
 from exporter.sharding import Shard
 from exporter.snapshot import (
@@ -85,6 +85,7 @@ class Scanner:
         #: GitLab's external host as its web_urls name it (the no-reply emails' host)
         self.external_host: str | None = None
         self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
+        self._shared_logged: set[str] = set()  # shared names already logged
         # kept between scans: commits in the window, and who users are / what they list
         self.store = CommitStore()
         self.merge_requests = AuthoredItemStore()
@@ -92,6 +93,9 @@ class Scanner:
         self._cpu_turn = asyncio.Semaphore(1)
         self.discovery = DiscoveryCache(
             api, timedelta(seconds=config.scan.discovery_interval_seconds)
+        )
+        self._ambiguous = _SharedNames(
+            self.discovery, (), ready=lambda: False, logged=self._shared_logged
         )
 
     async def scan(self, previous: Snapshot) -> Snapshot:
@@ -126,6 +130,9 @@ class Scanner:
             workers=2 * self._config.gitlab.max_concurrency,
         )
         items = self._authored_items(window, now, usernames)
+        self._ambiguous = _SharedNames(
+            self.discovery, usernames, ready=lambda: cache.started, logged=self._shared_logged
+        )
         progress = _Progress(len(usernames), self._on_progress)
         tasks: list[asyncio.Task[UserOutcome]] = []
         try:
@@ -312,6 +319,7 @@ class Scanner:
             commit_email_hostname=self._config.gitlab.commit_email_hostname,
             public_email=detail.public_email,
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
+            ambiguous_names=self._ambiguous.get() if any(fetched) else (),
         )
         # one user's counting at a time: thousands of users whose commits are ready at
         # once take turns with everything else on the event loop instead of stalling it
@@ -344,6 +352,50 @@ class Scanner:
             ),
             issues=count_by_state(issues, window=window, states=ISSUE_STATES),
         )
+
+
+class _SharedNames:
+    """One scan's names (display names and usernames) that several scanned users share:
+    they identify none of them. Known once every user's discovery is done; each shared
+    name is logged once per process."""
+
+    def __init__(
+        self,
+        discovery: DiscoveryCache,
+        usernames: Sequence[str],
+        *,
+        ready: Callable[[], bool],
+        logged: set[str],
+    ) -> None:
+        self._discovery = discovery
+        self._keys = {u.casefold() for u in usernames}
+        self._ready = ready
+        self._logged = logged
+        self._names: frozenset[str] | None = None
+
+    def get(self) -> frozenset[str]:
+        if self._names is not None:
+            return self._names
+        entries = self._discovery.entries
+        people = [
+            (d.user.username, d.user.name) for k, d in entries.items() if k in self._keys
+        ]
+        people += [
+            (u.username, u.name) for k, (u, _) in self._discovery.hidden.items() if k in self._keys
+        ]
+        found = shared_names(people)
+        names = frozenset(found)
+        if self._ready():  # complete: keep it, and say once what is not used
+            self._names = names
+            for name in sorted(names - self._logged):
+                log.warning(
+                    "a name shared by scanned users identifies none of them; "
+                    "not used to match commits",
+                    name=name,
+                    users=list(found[name]),
+                )
+            self._logged.update(names)
+        return names
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,15 @@ simulator over HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+import json
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import pytest
 
 from exporter.config import parse_config
+from exporter.logs import configure_logging
 from exporter.output import render
 from exporter.service import ExporterService
 from exporter.simulator.generate import Realism, generate_org
@@ -17,6 +20,12 @@ from exporter.simulator.server import SimulatorServer
 from exporter.simulator.truth import expected_activity
 from tests.conftest import HOST, TOKEN, config_document
 from tests.test_project_isolation import LOOKBACK, assert_exact, config_for
+
+
+@pytest.fixture(autouse=True)
+def console_logs() -> Iterator[None]:
+    yield
+    configure_logging("info", "console")
 
 
 @pytest.fixture
@@ -153,3 +162,32 @@ async def test_the_configured_commit_email_hostname_replaces_gitlabs_default(
     assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
     for name, state in snapshot.users.items():
         assert state.stats is not None and state.stats.commits == truth[name].commits, name
+
+
+@pytest.mark.parametrize("guest_sim", [(Realism(shared_names=1), True)], indirect=True)
+async def test_a_display_name_two_users_share_identifies_neither(
+    guest_sim: SimulatorServer,
+) -> None:
+    org = guest_sim.org
+    names: dict[str, list[str]] = {}
+    for u in org.users.values():
+        names.setdefault(u.name, []).append(u.username)
+    (shared, pair), = [(n, sorted(us)) for n, us in names.items() if len(us) > 1]
+    start = org.now - timedelta(days=LOOKBACK)
+    by_name_only = [
+        c for commits in org.commits.values() for c in commits
+        if c.author_name == shared and c.author_email.endswith("@shared-laptop.local")
+        and c.authored_date >= start
+    ]
+    assert by_name_only  # commits only that name says whose they are
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    config = config_for(org, guest_sim.url)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        await service.scan_once()
+        snapshot = await service.scan_once()
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 0
+    assert_exact(snapshot, org, config, admin=True)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line]
+    said = [e for e in lines if e.get("event", "").startswith("a name shared by scanned users")]
+    assert [(e["name"], e["users"]) for e in said] == [(shared.casefold(), pair)]
