@@ -32,7 +32,7 @@ from exporter.commit_store import CommitStore, IncrementalCommits, ProjectHint
 from exporter.config import Config
 from exporter.discovery import DiscoveryCache
 from exporter.gitlab.api import GitLabApi, Push
-from exporter.gitlab.errors import GitLabError, NotFoundError
+from exporter.gitlab.errors import GitLabError, NotFoundError, PrivateProfileError
 from exporter.matching import Identity, shared_names
 from exporter.periods import resolve_zone
 from exporter.sharding import Shard
@@ -255,6 +255,8 @@ class Scanner:
             stats = await self._scan_user(username, window, cache, items)
             return UserOutcome(username, stats)
         except GitLabError as exc:
+            if isinstance(exc, PrivateProfileError):
+                cache.arrive(username, {})  # known to list nothing the token can read
             return UserOutcome(username, None, exc.reason, str(exc))
         except Exception as exc:  # isolation: one user's bug never fails the scan
             log.exception("user scan crashed", user=username)

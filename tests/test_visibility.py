@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from exporter.commit_store import ProjectState
 from exporter.config import parse_config
 from exporter.logs import configure_logging
 from exporter.output import render
@@ -73,6 +74,21 @@ async def test_a_private_profile_is_a_failure_never_a_successful_zero(
         " 2.0" in text
     )
     assert f'gitlab_activity_user_up{{user="{private[0]}"}} 0.0' in text
+
+
+@pytest.mark.parametrize("guest_sim", [(Realism(private_profiles=2), False)], indirect=True)
+async def test_a_hidden_profile_lists_nothing_and_projects_nobody_needs_are_forgotten(
+    guest_sim: SimulatorServer,
+) -> None:
+    org = guest_sim.org
+    config = config_for(org, guest_sim.url)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        await service.scan_once()
+        # a hidden profile is no failed discovery: it lists nothing the token can read
+        service.scanner.store.projects[424242] = ProjectState(org.now, None, None)
+        snapshot = await service.scan_once()
+        assert 424242 not in service.scanner.store.projects
+    assert snapshot.last_scan is not None and snapshot.last_scan.users_failed == 2
 
 
 @pytest.mark.parametrize("guest_sim", [(Realism(private_profiles=2), True)], indirect=True)
