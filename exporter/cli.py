@@ -30,6 +30,7 @@ from exporter.processmetrics import AsyncioTasksCollector
 from exporter.scanner import ProgressCallback
 from exporter.service import ExporterService
 from exporter.sharding import Shard, ordinal_from_hostname
+from exporter.state import StateFileError
 from exporter.web import make_app
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
@@ -446,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"config: {exc}")
     except WebConfigError as exc:
         _fail(f"web config: {exc}")
+    except StateFileError as exc:
+        _fail(str(exc))
     except UsageError as exc:
         _fail(str(exc))
     except OSError as exc:  # e.g. the listen port is taken

@@ -31,6 +31,7 @@ from exporter.periods import PeriodTable, build_period_table, resolve_zone
 from exporter.score import DEFAULT_WEIGHTS, ScoreWeights
 
 TOKEN_ENV = "GITLAB_TOKEN"
+GITLAB_COM_HOST = "gitlab.com"
 
 DEFAULT_PERIODS: dict[str, str] = {
     "night": "00:00-06:00",
@@ -45,12 +46,16 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # .inf and .nan are valid YAML numbers, and no setting of ours works with them
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+
+DAY = 86400.0
 
 
 class EndpointLimit(_Strict):
     requests: int = Field(ge=1)
-    period_seconds: float = Field(gt=0)
+    period_seconds: float = Field(gt=0, le=DAY)
 
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -63,20 +68,22 @@ class GitLabSettings(_Strict):
     commit_email_hostname: str | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
-    requests_per_second: float = Field(default=10.0, gt=0)
+    # below one request per 100 s nothing finishes; above, there is no pacing to speak of
+    requests_per_second: float = Field(default=10.0, ge=0.01, le=100_000)
     max_concurrency: int = Field(default=16, ge=1, le=256)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     tls_verify: bool = True
-    # "gitlab.com" (its published limits) or {route template or "all": limit}
-    endpoint_limits: Literal["gitlab.com"] | dict[str, EndpointLimit] | None = None
+    # "gitlab.com" (its published limits), "none", or {route template or "all": limit};
+    # absent: gitlab.com's limits when gitlab.url is on gitlab.com, else none
+    endpoint_limits: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None = None
 
     @field_validator("endpoint_limits")
     @classmethod
     def _check_limits(
-        cls, value: Literal["gitlab.com"] | dict[str, EndpointLimit] | None
-    ) -> Literal["gitlab.com"] | dict[str, EndpointLimit] | None:
+        cls, value: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None
+    ) -> Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None:
         if isinstance(value, dict):
             for key in value:
                 if key != "all" and not key.startswith("/"):
@@ -86,9 +93,11 @@ class GitLabSettings(_Strict):
     @property
     def rate_limits(self) -> dict[str, tuple[int, float]]:
         """``endpoint_limits`` as (requests, period) per route template (``all``: token)."""
-        if self.endpoint_limits == "gitlab.com":
+        if self.endpoint_limits == "gitlab.com" or (
+            self.endpoint_limits is None and self.host == GITLAB_COM_HOST
+        ):
             return dict(GITLAB_COM_ENDPOINT_LIMITS)
-        if self.endpoint_limits is None:
+        if self.endpoint_limits is None or self.endpoint_limits == "none":
             return {}
         return {k: (v.requests, v.period_seconds) for k, v in self.endpoint_limits.items()}
 
@@ -120,12 +129,12 @@ class GitLabSettings(_Strict):
 
 
 class ScanSettings(_Strict):
-    interval_seconds: float = Field(default=300.0, gt=0)
+    interval_seconds: float = Field(default=300.0, gt=0, le=7 * DAY)
     lookback_days: float = Field(default=30.0, gt=0, le=3650)
     timezone: str = "UTC"
     periods: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PERIODS))
-    discovery_interval_seconds: float = Field(default=3600.0, ge=0)
-    overlap_seconds: float = Field(default=3600.0, ge=0)
+    discovery_interval_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
+    overlap_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
     state_file: Path | None = None
 
     @field_validator("timezone")
@@ -292,22 +301,31 @@ def load_teams_file(path: Path) -> list[Team]:
     return teams
 
 
+def _clean_token(raw: str, key: str) -> str:
+    """``raw`` without a byte-order mark (editors on Windows write one) and surrounding
+    whitespace; a token with whitespace, control or non-ASCII characters inside cannot
+    be sent in a header and is refused here, naming ``key``."""
+    token = raw.replace("\ufeff", "").strip()
+    if not token:
+        raise ConfigError(f"{key}: is empty")
+    if not all("!" <= char <= "~" for char in token):
+        raise ConfigError(f"{key}: the token contains whitespace, control or non-ASCII characters")
+    return token
+
+
 def _resolve_token(settings: GitLabSettings, env: Mapping[str, str], base: Path) -> str:
-    from_env = env.get(TOKEN_ENV, "").strip()
+    from_env = env.get(TOKEN_ENV, "").replace("\ufeff", "").strip()
     if from_env:
-        return from_env
+        return _clean_token(from_env, TOKEN_ENV)
     if settings.token is not None and settings.token_file is not None:
         raise ConfigError("gitlab.token: set either token or token_file, not both")
     if settings.token is not None:
-        token = settings.token.get_secret_value().strip()
-        if not token:
-            raise ConfigError("gitlab.token: is empty")
-        return token
+        return _clean_token(settings.token.get_secret_value(), "gitlab.token")
     if settings.token_file is not None:
-        token = _read_text(base / settings.token_file, "gitlab.token_file").strip()
-        if not token:
+        text = _read_text(base / settings.token_file, "gitlab.token_file")
+        if not text.replace("\ufeff", "").strip():
             raise ConfigError("gitlab.token_file: the file is empty")
-        return token
+        return _clean_token(text, "gitlab.token_file")
     raise ConfigError(
         f"gitlab.token: no token; set {TOKEN_ENV}, gitlab.token or gitlab.token_file"
     )

@@ -28,7 +28,7 @@ from exporter.gitlab.pacing import RateGate
 from exporter.scanner import ProgressCallback, Scanner, utc_now
 from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
-from exporter.state import load_state, save_state
+from exporter.state import StateLock, claim_state_file, load_state, save_state
 
 log = structlog.get_logger("exporter.service")
 
@@ -57,6 +57,7 @@ class ExporterService:
         self._scanner: Scanner | None = None
         self._client: GitLabClient | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._state_lock: StateLock | None = None
         self.first_scan_done = asyncio.Event()
 
     def attach_metrics(self, registry: CollectorRegistry, *, warm: bool = False) -> None:
@@ -92,6 +93,9 @@ class ExporterService:
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
+        if self.config.state_file is not None:
+            # someone else's file, or another exporter's: StateFileError, before anything
+            self._state_lock = await asyncio.to_thread(claim_state_file, self.config.state_file)
         gitlab = self.config.gitlab
         # tls_verify false skips certificate checks (self-signed GitLab); default verifies
         connector = aiohttp.TCPConnector(limit=gitlab.max_concurrency, ssl=gitlab.tls_verify)
@@ -141,6 +145,9 @@ class ExporterService:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
 
     async def __aenter__(self) -> ExporterService:
         await self.start()

@@ -70,8 +70,10 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
         ({"gitlab": {"url": "https://g.example", "token": "t"}, "scan": {"periods": {"a": "10:00-09:00x"}}, "teams": [{"name": "a", "members": ["x"]}]}, "scan.periods"),
         ({"gitlab": {"url": "https://g.example"}, "teams": [{"name": "a", "members": ["x"]}]}, "gitlab.token: no token"),
         ({"gitlab": {"url": "https://g.example", "token": "t"}, "teams_file": "missing.json"}, "teams_file: cannot read"),
+        ({"gitlab": {"url": "https://g.example", "token": "t"}, "scan": {"interval_seconds": float("inf")}, "teams": [{"name": "a", "members": ["x"]}]}, "scan.interval_seconds: Input should be a finite number"),
+        ({"gitlab": {"url": "https://g.example", "token": "t", "requests_per_second": 1e-9}, "teams": [{"name": "a", "members": ["x"]}]}, "gitlab.requests_per_second: Input should be greater than or equal to 0.01"),
     ],
-    ids=["unknown-key", "wrong-type", "bad-zone", "bad-window", "missing-token", "unreadable-file"],
+    ids=["unknown-key", "wrong-type", "bad-zone", "bad-window", "missing-token", "unreadable-file", "infinite-interval", "unworkable-pace"],
 )
 @pytest.mark.parametrize("command", ["check-config", "scan", "serve"])
 async def test_bad_config_exits_2_with_one_line(tmp_path: Path, document: dict[str, Any], message: str, command: str) -> None:

@@ -42,7 +42,7 @@ from exporter.gitlab.errors import (
     RequestTimeoutError,
     UnauthorizedError,
 )
-from exporter.gitlab.pacing import RateGate, Ticket, header_number
+from exporter.gitlab.pacing import MAX_RESET_AHEAD, RateGate, Ticket, header_number
 
 __all__ = [
     "FAILURE_REASONS",
@@ -62,6 +62,12 @@ log = structlog.get_logger("exporter.gitlab")
 API_PREFIX = "/api/v4"
 PER_PAGE = "100"
 MAX_REDIRECTS = 5
+PAGE_BUDGET = 2000
+"""Pages one listing may have (200,000 items): beyond, it is a runaway, not data."""
+EVENTS_PAGE_BUDGET = 101
+"""GitLab caps an events listing at 10,001 items: 101 pages of 100."""
+MAX_EMPTY_PAGES = 3
+"""Empty pages in a row that still name a next page, before a listing is stopped."""
 MAX_HEADER_WAIT = 15 * 60.0
 """Longest wait taken from ``Retry-After`` / ``RateLimit-Reset``, in seconds."""
 
@@ -70,6 +76,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, *range(520, 531)})
 _ERROR_BODY_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
 _DETAIL_CHARS = 160
+_ROUTE_LIMIT_TEXT = b"requested too many times"
+"""In the body of GitLab's per-route (application) limit 429s."""
 
 _DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -168,7 +176,7 @@ def _header_wait(
             return max(0.0, when.timestamp() - now)
     if status == 429:
         reset = header_number(headers.get("RateLimit-Reset"))
-        if reset is not None:
+        if reset is not None and reset - now <= MAX_RESET_AHEAD:  # else not believed
             return max(0.0, reset - now)
     return None
 
@@ -334,6 +342,8 @@ class GitLabClient:
         if root.endswith(API_PREFIX):  # tolerate a base URL given with the API prefix
             root = root[: -len(API_PREFIX)]
         self._api_root = root + API_PREFIX
+        self._api_path = URL(self._api_root).raw_path
+        self._external_logged = False
         self._origin = _origin(base)
         self._token = token
         self._pacer = _Pacer(requests_per_second)
@@ -366,21 +376,36 @@ class GitLabClient:
         *,
         endpoint: str,
         max_pages: int | None = None,
+        page_budget: int | None = None,
     ) -> AsyncIterator[Any]:
         """Yield the items of every page, following ``Link: rel="next"`` to the end.
 
         ``max_pages``: after the first page, raise :class:`PageBudgetExceeded` (before
         yielding anything) when GitLab's ``X-Total-Pages`` is above it or absent (GitLab
         leaves it out for collections over 10,000 items).
+
+        A next link's path and query are put on the configured base URL (GitLab builds
+        its links from its external URL, which can differ); the token only ever goes
+        there. A listing longer than ``page_budget`` pages (default: GitLab's own events
+        cap for events, else :data:`PAGE_BUDGET`), or :data:`MAX_EMPTY_PAGES` empty pages
+        in a row that still name a next one, ends with an :class:`ApiError`.
         """
         query = dict(params or {})
         query["per_page"] = PER_PAGE
         url: URL | None = self._url(path, query)
+        if page_budget is None:
+            page_budget = EVENTS_PAGE_BUDGET if endpoint.endswith("/events") else PAGE_BUDGET
+        empty_ends = not endpoint.endswith("/events")  # events pages may be empty midway
         seen: set[tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]] = set()
+        empty_run = 0
         while url is not None:
             key = _page_key(url)
             if key in seen:
                 raise ApiError("pagination loop: next page was already read", endpoint=endpoint)
+            if len(seen) >= page_budget:
+                raise ApiError(
+                    f"listing longer than {page_budget} pages; stopped", endpoint=endpoint
+                )
             seen.add(key)
             page = await self._fetch(url, endpoint)
             data, next_url = page.data, page.next_url
@@ -392,13 +417,39 @@ class GitLabClient:
                 raise ApiError(
                     f"expected a JSON list, got {type(data).__name__}", endpoint=endpoint
                 )
-            if next_url is not None and _origin(next_url) != self._origin:
-                raise ApiError(
-                    "next page link points at another origin; refused", endpoint=endpoint
-                )
+            if next_url is not None:
+                next_url = self._on_base(next_url, endpoint)
+                empty_run = empty_run + 1 if not data else 0
+                if empty_ends and empty_run >= MAX_EMPTY_PAGES:
+                    raise ApiError(
+                        f"{empty_run} empty pages in a row, each naming another; stopped",
+                        endpoint=endpoint,
+                    )
             for item in data:
                 yield item
             url = next_url
+
+    def _on_base(self, link: URL, endpoint: str) -> URL:
+        """A next link's path and query on the configured base URL (python-gitlab's
+        ``keep_base_url``): GitLab writes links on its external URL."""
+        if _origin(link) == self._origin and link.raw_path.startswith(self._api_path):
+            return link
+        raw = link.raw_path
+        at = raw.find(API_PREFIX + "/")
+        if at < 0:
+            raise ApiError("next page link is not a GitLab API URL; refused", endpoint=endpoint)
+        moved = URL(self._api_root + raw[at + len(API_PREFIX) :], encoded=True)
+        if link.raw_query_string:
+            moved = URL(f"{moved}?{link.raw_query_string}", encoded=True)
+        if not self._external_logged:
+            self._external_logged = True
+            log.warning(
+                "GitLab's external URL differs from gitlab.url; following its page links "
+                "on gitlab.url",
+                external=str(link.origin()) if link.absolute else "relative link",
+                configured=str(URL(self._api_root).origin()),
+            )
+        return moved
 
     # -- internals ------------------------------------------------------------
 
@@ -443,13 +494,19 @@ class GitLabClient:
                 await asyncio.sleep(wait)  # no concurrency slot held here
 
     async def _attempt(self, url: URL, endpoint: str) -> _Page:
-        ticket = await self.gate.acquire(endpoint)
-        try:
-            async with self._semaphore:
-                response = await self._follow(url, endpoint, ticket)
-        finally:
-            ticket.close()
+        response: _Response | None = None
+        while response is None:
+            ticket = await self.gate.acquire(endpoint)
+            try:
+                async with self._semaphore:
+                    # a route held meanwhile (a 429 while this waited for a slot): wait again
+                    if not self.gate.held(endpoint):
+                        response = await self._follow(url, endpoint, ticket)
+            finally:
+                ticket.close()
         status = response.status
+        if status != 429:
+            self.gate.accepted(endpoint)
         if 200 <= status < 300:
             try:
                 data = json.loads(response.body)
@@ -467,6 +524,13 @@ class GitLabClient:
         if status in (401, 403):
             raise UnauthorizedError(detail, endpoint=endpoint, status=status)
         if status == 429:
+            if header_number(response.headers.get("RateLimit-Remaining")) is None:
+                # a per-route limit: GitLab names no limit, at most how long to wait
+                self.gate.hold(
+                    endpoint,
+                    _header_wait(status, response.headers, time.time()),
+                    learn=_ROUTE_LIMIT_TEXT in response.body,
+                )
             raise _Retry(
                 "rate_limited",
                 status,

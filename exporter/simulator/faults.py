@@ -30,6 +30,10 @@ FAULT_KINDS: tuple[str, ...] = (
     "naive_dates",  # 200 with every timestamp stripped of its UTC offset
     "link_loop",  # 200 whose ``Link: rel="next"`` points back at the same page
     "huge_body",  # 200 streaming ``Faults.huge_body_bytes`` of JSON, no Content-Length
+    # the real answer, saying the token-wide limit is spent until a reset years ahead
+    # (a clock far off, or a proxy sending milliseconds)
+    "far_reset",
+    "endless_empty",  # 200 ``[]`` whose ``Link: rel="next"`` always names a new page
 )
 
 #: Kinds drawn for random faults (``fault_rate``): what a well-behaved client survives.
