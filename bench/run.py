@@ -268,6 +268,8 @@ async def run_scenario(
     async with SimulatorServer(org, token=TOKEN, limits=GITLAB_COM_LIMITS if limits else None,
                                host=HOST, port=0, admin=plain) as sim:
         sim.faults.latency_ms = latency_ms
+        if not plain:
+            sim.simulator.external_url = f"https://{EXTERNAL_HOST}"  # in its page links
         child = await Child.start(write_config(org, sim.url, workdir, limits=limits))
         try:
             for phase in ("first", "steady"):

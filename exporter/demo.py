@@ -64,4 +64,5 @@ async def run_demo(seed: int = 7, users: int = 24, projects: int = 80) -> AsyncI
     async with SimulatorServer(
         org, token=DEMO_TOKEN, host=DEMO_HOST, port=0, admin=False
     ) as sim:
+        sim.simulator.external_url = f"https://{DEMO_EXTERNAL_HOST}"  # in its page links
         yield parse_config(demo_document(org, sim.url), env={})

@@ -38,6 +38,7 @@ async def test_every_knob_on_first_incremental_and_restarted_scans_equal_the_tru
     )
     async with SimulatorServer(org, token=TOKEN, host=HOST, port=0, admin=False) as sim:
         document["gitlab"]["url"] = sim.url
+        sim.simulator.external_url = f"https://{EXTERNAL}"  # in its page links too
         config = parse_config(document, env={})
         assert config.gitlab.host != EXTERNAL
         async with ExporterService(config, clock=lambda: org.now) as service:
