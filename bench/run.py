@@ -63,6 +63,7 @@ def needed_requests(
 ) -> Counter[str]:
     """The fewest requests the answer needs, by endpoint.
 
+    Every scan: who the token is (``/user``; the first scan also ``/version``).
     First scan (``discovery``): per user the lookup, details, both project listings and
     push events (asked from the day before the window; only pushes within it bring
     projects in); the pages of every merge request and issue created in the window (one
@@ -71,6 +72,10 @@ def needed_requests(
     requests and one of issues, and one request per changed project.
     """
     need: Counter[str] = Counter()
+    # the front door: every scan first asks who the token is; the first also the version
+    need["/user"] += 1
+    if discovery:
+        need["/version"] += 1
     start = org.now - timedelta(days=LOOKBACK_DAYS)
     refused = {  # one request each, whatever the size of their history
         pid for pid, p in org.projects.items()

@@ -1,9 +1,9 @@
 """The Helm chart's values schema for ``config``, generated from the configuration model.
 
 ``helm/gitlab-activity-exporter/values.schema.json`` describes every chart value; its
-``config`` property (the exporter's configuration file) and the ``$defs`` it refers to
-come from :class:`exporter.config.FileSettings`, so ``helm install`` rejects exactly the
-keys and types the exporter would reject at start. Two chart rules are added: the token
+``config`` property (the exporter's configuration file) and the ``definitions`` it
+refers to come from :class:`exporter.config.FileSettings`, so ``helm install`` rejects
+exactly the keys and types the exporter would reject at start. Two chart rules are added: the token
 never goes into ``config`` (it comes from a Secret), and ``gitlab.url`` is an http(s) URL.
 
     python -m exporter.chart_schema            # rewrite the schema file's generated part
@@ -38,8 +38,10 @@ def _without_titles(node: Any) -> Any:
 
 
 def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the ``config`` property's schema, the ``$defs`` it refers to)."""
-    generated: dict[str, Any] = _without_titles(FileSettings.model_json_schema())
+    """(the ``config`` property's schema, the ``definitions`` it refers to)."""
+    # draft-07 "definitions", which every Helm release's schema validator resolves
+    model = FileSettings.model_json_schema(ref_template="#/definitions/{model}")
+    generated: dict[str, Any] = _without_titles(model)
     definitions: dict[str, Any] = generated.pop("$defs")
     gitlab = definitions["GitLabSettings"]["properties"]
     gitlab["token"] = {
@@ -56,7 +58,7 @@ def updated(values_schema: dict[str, Any]) -> dict[str, Any]:
     config, definitions = config_schema()
     out = dict(values_schema)
     out["properties"] = {**values_schema["properties"], "config": config}
-    out["$defs"] = definitions
+    out["definitions"] = definitions
     return out
 
 

@@ -98,6 +98,11 @@ class Scanner:
             self.discovery, (), ready=lambda: False, logged=self._shared_logged
         )
 
+    def reconfigure(self, config: Config) -> None:
+        """Scan with ``config``'s teams, users, periods and weights from the next scan on
+        (what :func:`exporter.config.reloaded` lets change while running)."""
+        self._config = config
+
     async def scan(self, previous: Snapshot) -> Snapshot:
         started = time.time()
         now = self._clock()

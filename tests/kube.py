@@ -79,6 +79,14 @@ def render_notes(values: dict[str, Any] | None = None, *, release: str = "gae") 
     return str(result["notes"])
 
 
+def lint(values: dict[str, Any]) -> list[str]:
+    """``helm lint --strict`` of the chart with ``values``: its warnings and errors."""
+    helm = require_module("helm_python")
+    report = helm.lint(str(CHART), values, strict=True)
+    found = [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+    return found + [str(e) for e in report["errors"]]
+
+
 def by_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
     return [m for m in manifests if m["kind"] == kind]
 

@@ -220,7 +220,9 @@ def resolve_variables(stack: Stack, dashboard: dict[str, Any], *, first_only: bo
         selector, label = match.groups()
         found = sorted({s[label] for s in stack.series(selector) if label in s})
         assert found, f"variable {name}: {query} has no values"
-        values[name] = regex_of(found[:1] if first_only else found)
+        # "All" is the variable's allValue (.*) when it has one, as Grafana sends it
+        everything = variable.get("allValue") or regex_of(found)
+        values[name] = regex_of(found[:1]) if first_only else everything
     return values
 
 
@@ -305,6 +307,11 @@ def test_each_pod_is_one_target_and_each_user_one_series(stack: Stack) -> None:
         assert counts and {r["value"][1] for r in counts} == {"1"}
         # both shards scan users
         assert len({r["metric"]["pod"] for r in stack.query("gitlab_activity_user_up")}) == SHARDS
+        # the process's own series: memory against the pod's limit, CPU, file descriptors
+        for metric in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+            found = stack.query(metric)
+            assert sorted(r["metric"]["pod"] for r in found) == sorted(t["pod"] for t in stack.targets), metric
+            assert all(float(r["value"][1]) > 0 for r in found), metric
 
     eventually(check)
 
@@ -389,3 +396,51 @@ def test_a_rejected_token_is_one_alert_not_one_per_user(stack: Stack) -> None:
     }  # fmt: skip
     assert not others & {"GitLabActivityUserScanFailing", "GitLabActivityScanStale", "GitLabActivityApiErrors"}
     print(f"alert firing {time.monotonic() - began:.1f} s after GitLab started failing")
+
+
+def user_lines(metrics: str) -> list[str]:
+    return sorted(line for line in metrics.splitlines() if line.startswith("gitlab_activity_user_"))
+
+
+def test_a_restarted_pod_with_its_state_file_serves_its_last_numbers_and_is_ready_at_once(
+    tmp_path: Path,
+) -> None:
+    # the chart's state volume: scan.state_file survives the pod; the new process must be
+    # ready with the saved numbers before it has been able to scan anything
+    org = generate_org(12, users=8, projects=20, host=HOST)
+    with SimulatorThread(org, token=TOKEN) as sim:
+        assert sim.server is not None
+        document = config_document(org, sim.url, interval_seconds=3600)
+        document["scan"]["state_file"] = str(tmp_path / "state" / "state.db")
+        (tmp_path / "state").mkdir()
+        config = tmp_path / "config.yml"
+        config.write_text(yaml.safe_dump(document))
+
+        def start() -> tuple[subprocess.Popen[bytes], str]:
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "exporter", "serve", "--config.file", str(config),
+                 "--web.listen-address", f"127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            return proc, f"http://127.0.0.1:{port}"
+
+        first, url = start()
+        try:
+            wait_http(f"{url}/-/ready", timeout=60)
+            before = user_lines(wait_http(f"{url}/metrics"))
+        finally:
+            first.terminate()
+            first.wait(10)
+        assert before and (tmp_path / "state" / "state.db").exists()
+        # GitLab now answers nothing: every request waits far longer than the test
+        sim.call(sim.server.faults.add, FaultRule(".*", "slow", delay=3600))
+        second, url = start()
+        try:
+            wait_http(f"{url}/-/ready", timeout=30)
+            after = user_lines(wait_http(f"{url}/metrics"))
+            assert wait_http(f"{url}/-/ready") == "OK\n"
+        finally:
+            second.terminate()
+            second.wait(10)
+        assert after == before

@@ -24,6 +24,7 @@ from tests.kube import (
     RenderError,
     by_kind,
     check_manifest,
+    lint,
     one,
     operator_targets,
     render,
@@ -117,6 +118,11 @@ def test_validation_catches_what_a_cluster_refuses() -> None:
     assert any("52" in p for p in check_manifest(statefulset))
 
 
+@pytest.mark.parametrize("name", sorted(CI_VALUES))
+def test_helm_lint_strict_finds_nothing(name: str) -> None:
+    assert lint(ci_values(name)) == []
+
+
 @pytest.mark.parametrize("release", ["gae", "exporter", LONG_RELEASE])
 def test_names_stay_within_kubernetes_limits_for_any_release_name(release: str) -> None:
     manifests = render(SCENARIOS["long-release-sharded-operator-persistence"][1], release=release)
@@ -199,6 +205,13 @@ def test_deployment_persistence_makes_one_claim_or_uses_an_existing_one() -> Non
     assert volumes["state"]["persistentVolumeClaim"]["claimName"] == "mine"
 
 
+def test_the_state_directory_is_the_images() -> None:
+    # the image makes the directory, owned by its user, for a volume mounted there
+    mount = state_mount(render(SCENARIOS["defaults"][1]))
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"install -d -o 65532 -g 65532 {mount}" in dockerfile
+
+
 def test_a_state_file_set_in_the_config_is_kept() -> None:
     values = {**SCENARIOS["defaults"][1], "config": {"scan": {"state_file": "/var/lib/gitlab-activity-exporter/s.db"}}}
     assert rendered_config(render(values))["scan"]["state_file"] == "/var/lib/gitlab-activity-exporter/s.db"
@@ -230,7 +243,7 @@ def test_the_values_schema_config_part_is_the_exporters_configuration_model() ->
 
 def test_the_drift_check_notices_a_changed_model(tmp_path: Path) -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
-    del schema["$defs"]["ScanSettings"]["properties"]["state_file"]
+    del schema["definitions"]["ScanSettings"]["properties"]["state_file"]
     stale = tmp_path / "values.schema.json"
     stale.write_text(chart_schema.dumps(schema))
     assert chart_schema.main(["--check", "--file", str(stale)]) == 1
