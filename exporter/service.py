@@ -145,6 +145,7 @@ class ExporterService:
             if saved is not None:  # serve the last numbers at once, resume incrementally
                 self._scanner.store = saved.store
                 self._scanner.discovery.entries = saved.discoveries
+                self._scanner.discovery.hidden = saved.hidden
                 self._scanner.merge_requests = saved.items.get(
                     "merge_requests", self._scanner.merge_requests
                 )

@@ -69,6 +69,9 @@ CREATE TABLE listings (
     key TEXT NOT NULL, kind TEXT NOT NULL, project_id TEXT NOT NULL, activity TEXT);
 CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
 CREATE TABLE skipped_projects (project_id TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE hidden_users (
+    key TEXT PRIMARY KEY, id TEXT NOT NULL, username TEXT NOT NULL, name TEXT NOT NULL,
+    state TEXT NOT NULL, refreshed_at TEXT NOT NULL);
 CREATE TABLE item_syncs (kind TEXT PRIMARY KEY, full_sync_at TEXT, declined_at TEXT);
 CREATE TABLE item_users (
     kind TEXT NOT NULL, key TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (kind, key));
@@ -96,6 +99,8 @@ class SavedState:
     items: dict[str, AuthoredItemStore] = dataclasses.field(default_factory=dict)
     #: GitLab's external host as learned from its web_urls
     external_host: str | None = None
+    #: users whose activity the token cannot see, with when that was found
+    hidden: dict[str, tuple[UserDetail, datetime]] = dataclasses.field(default_factory=dict)
 
 
 def fingerprint(config: Config, shard: str = "0/1") -> str:
@@ -402,6 +407,13 @@ def _write(
             ),
         )
         conn.executemany(
+            "INSERT INTO hidden_users VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (key, str(u.id), u.username, u.name, u.state, at.isoformat())
+                for key, (u, at) in discovery.hidden.items()
+            ),
+        )
+        conn.executemany(
             "INSERT INTO listings VALUES (?, ?, ?, ?)",
             (
                 (key, kind, str(pid), _iso(activity))
@@ -496,6 +508,15 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 contributed=listings.get((key, "contributed"), {}),
                 refreshed_at=_req_dt(refreshed),
             )
+        hidden: dict[str, tuple[UserDetail, datetime]] = {}
+        for key, uid, username, name, state, refreshed in conn.execute(
+            "SELECT * FROM hidden_users"
+        ):
+            user = UserDetail(
+                id=int(uid), username=username, name=name, state=state, public_email=None,
+                profile_hidden=True,
+            )
+            hidden[key] = (user, _req_dt(refreshed))
         row = conn.execute("SELECT body FROM snapshot WHERE id = 1").fetchone()
         if row is None:
             raise StateError("no snapshot in it")
@@ -520,6 +541,7 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
         snapshot=snapshot,
         items=items,
         external_host=meta.get("external_host"),
+        hidden=hidden,
     )
 
 

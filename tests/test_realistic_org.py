@@ -53,9 +53,9 @@ async def test_every_knob_on_first_incremental_and_restarted_scans_equal_the_tru
         mark = len(sim.log)
         async with ExporterService(config, clock=lambda: org.now) as restarted:
             snapshot = await restarted.scan_once()
-        # discoveries came from the state file, GitLab's external host with them: only
-        # users without one (not found, activity hidden) were looked up again
+        # discoveries came from the state file, GitLab's external host and the hidden
+        # profiles with them: only users GitLab did not find were looked up again
         looked_up = {r.query["username"] for r in sim.log.entries[mark:] if r.endpoint == "/users"}
-        assert looked_up == {u for u, r in failures.items() if r != "api_error"}
+        assert looked_up == {u for u, r in failures.items() if r == "not_found"}
         assert_exact(snapshot, org, config, admin=False)
         assert dict(snapshot.projects_skipped) == dict(first.projects_skipped)
