@@ -422,8 +422,10 @@ async def _scan(
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    # a scan cut short by SIGTERM did not run to completion: not exit 0 (see __main__)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a scan cut short by SIGTERM or a hang-up did not run to completion: not exit 0
+    # (see __main__, which catches them while the modules load)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     shard = shard_from_args(args)
     config = _load(args.config_file)
     with terminal_progress(
