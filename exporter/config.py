@@ -76,6 +76,8 @@ class GitLabSettings(_Strict):
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
+    # response bytes read or parsed at once by the whole process (one body may go over)
+    max_bytes_in_flight: int = Field(default=64 * 2**20, ge=1024)
     tls_verify: bool = True
     ca_file: Path | None = None  # PEM CA bundle trusted besides the system's (internal CA)
     # "gitlab.com" (its published limits), "none", or {route template or "all": limit};

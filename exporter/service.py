@@ -25,6 +25,7 @@ from exporter import __version__
 from exporter.config import Config, reloaded
 from exporter.exposition import SnapshotRegistry
 from exporter.gitlab.api import GitLabApi
+from exporter.gitlab.breaker import ProjectBreaker
 from exporter.gitlab.client import ClientMetrics, GitLabClient
 from exporter.gitlab.door import ConnectionProblem, ServerInfo, client_ssl, probe
 from exporter.gitlab.pacing import RateGate
@@ -119,6 +120,9 @@ class ExporterService:
         )
         metrics = ClientMetrics(self._registry) if self._registry is not None else None
         self._metrics = metrics
+        breaker = ProjectBreaker()
+        if self._registry is not None:
+            self._registry.register(breaker)
         self._client = GitLabClient(
             self._session,
             base_url=gitlab.url,
@@ -128,8 +132,10 @@ class ExporterService:
             timeout_seconds=gitlab.timeout_seconds,
             max_retries=gitlab.max_retries,
             max_body_bytes=gitlab.max_response_bytes,
+            max_bytes_in_flight=gitlab.max_bytes_in_flight,
             metrics=metrics,
             gate=RateGate(gitlab.rate_limits),
+            breaker=breaker,
         )
         self._scanner = Scanner(
             GitLabApi(self._client),

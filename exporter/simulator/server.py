@@ -100,7 +100,9 @@ REALISTIC_HEADERS = {
 }
 
 
-#: gitlab.com's published limits.
+#: gitlab.com's published limits, answered as gitlab.com does: RateLimit-* on every
+#: answer for the general limit, none for the per-route limits (whose 429s carry a
+#: Retry-After of the whole interval)
 GITLAB_COM_LIMITS = RateLimits(
     general=(2000, 60.0),
     endpoints={
@@ -110,6 +112,9 @@ GITLAB_COM_LIMITS = RateLimits(
         "/projects/:id": (400, 60.0),
         "/groups/:id/projects": (600, 60.0),
     },
+    endpoint_headers=False,
+    endpoint_retry_after_interval=True,
+    per_minute_limit=True,
 )
 
 GENERAL_LIMIT_NAME = "throttle_authenticated_api"
