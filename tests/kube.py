@@ -51,32 +51,30 @@ class RenderError(Exception):
     """Helm refused the values or a template failed; the message is Helm's."""
 
 
+def _install(values: dict[str, Any] | None, release: str, namespace: str) -> dict[str, Any]:
+    helm = require_module("helm_python")
+    config = helm.Config(storage_driver="memory", namespace=namespace)
+    try:
+        result: dict[str, Any] = config.install(
+            str(CHART), release, values or {}, dry_run="client", namespace=namespace
+        )
+    except helm.HelmError as exc:
+        raise RenderError(str(exc)) from None
+    finally:
+        config.close()
+    return result
+
+
 def render(
     values: dict[str, Any] | None = None, *, release: str = "gae", namespace: str = NAMESPACE
 ) -> list[Manifest]:
     """The chart's objects as ``helm install --dry-run=client`` renders them."""
-    helm = require_module("helm_python")
-    config = helm.Config(storage_driver="memory", namespace=namespace)
-    try:
-        try:
-            result = config.install(
-                str(CHART), release, values or {}, dry_run="client", namespace=namespace
-            )
-        except helm.HelmError as exc:
-            raise RenderError(str(exc)) from None
-    finally:
-        config.close()
-    return [doc for doc in yaml.safe_load_all(result["manifest"]) if doc]
+    manifest = _install(values, release, namespace)["manifest"]
+    return [doc for doc in yaml.safe_load_all(manifest) if doc]
 
 
 def render_notes(values: dict[str, Any] | None = None, *, release: str = "gae") -> str:
-    helm = require_module("helm_python")
-    config = helm.Config(storage_driver="memory", namespace=NAMESPACE)
-    try:
-        result = config.install(str(CHART), release, values or {}, dry_run="client")
-    finally:
-        config.close()
-    return str(result["notes"])
+    return str(_install(values, release, NAMESPACE)["notes"])
 
 
 def lint(values: dict[str, Any]) -> list[str]:

@@ -435,9 +435,11 @@ def test_a_restarted_pod_with_its_state_file_serves_its_last_numbers_and_is_read
         assert before and (tmp_path / "state" / "state.db").exists()
         # GitLab now answers nothing: every request waits far longer than the test
         sim.call(sim.server.faults.add, FaultRule(".*", "slow", delay=3600))
+        began = time.monotonic()
         second, url = start()
         try:
             wait_http(f"{url}/-/ready", timeout=30)
+            print(f"restarted exporter ready {time.monotonic() - began:.1f} s after its start")
             after = user_lines(wait_http(f"{url}/metrics"))
             assert wait_http(f"{url}/-/ready") == "OK\n"
         finally:
