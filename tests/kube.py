@@ -162,6 +162,10 @@ def name_problems(manifest: Manifest) -> list[str]:
             pvc = f"{claim['metadata']['name']}-{name}-{replicas - 1}"
             if not _subdomain_ok(pvc):
                 problems.append(f"claim name {pvc!r} is not a DNS subdomain")
+    if kind in ("ConfigMap", "Secret"):
+        size = len(yaml.safe_dump(manifest).encode())
+        if size > 1024 * 1024:  # etcd's limit on one object
+            problems.append(f"{kind} {name!r} is {size} bytes, over 1 MiB")
     labels = dict(meta.get("labels") or {})
     template = manifest.get("spec", {}).get("template", {}).get("metadata", {})
     labels.update(template.get("labels") or {})
