@@ -123,6 +123,7 @@ spec:
         {{- range .Values.extraArgs }}
         - {{ . | quote }}
         {{- end }}
+      {{- if or (not (include "gae.tokenFromFile" .)) .Values.extraEnv }}
       env:
         {{- if not (include "gae.tokenFromFile" .) }}
         - name: GITLAB_TOKEN
@@ -134,6 +135,7 @@ spec:
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+      {{- end }}
       ports:
         - name: http
           containerPort: {{ .Values.service.port }}
