@@ -248,7 +248,12 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def operator_targets(manifests: list[Manifest]) -> list[dict[str, str]]:
     """The scrape targets a ServiceMonitor of ``manifests`` gives, each as the label set
     the Operator's generated scrape config attaches (namespace, service, pod, container,
-    endpoint, job, instance)."""
+    endpoint, job, instance).
+
+    As the Operator's scrape config generator (pkg/prometheus/promcfg.go, v0.93) does:
+    endpoints of every Service the selector matches in the namespaces selected, kept by
+    the endpoint's port name, not-ready pods included; ``job`` from the Service's name,
+    then the endpoint's relabelings (which come after it); ``endpoint`` the port name."""
     targets: list[dict[str, str]] = []
     made = pods(manifests)
     for monitor in by_kind(manifests, "ServiceMonitor"):
