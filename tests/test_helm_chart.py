@@ -125,7 +125,7 @@ def test_helm_lint_strict_finds_nothing(name: str) -> None:
     assert lint(ci_values(name)) == []
 
 
-@pytest.mark.parametrize("release", ["gae", "exporter", LONG_RELEASE])
+@pytest.mark.parametrize("release", ["gae", "exporter", "platform.team-a", "1st", LONG_RELEASE])
 def test_names_stay_within_kubernetes_limits_for_any_release_name(release: str) -> None:
     manifests = render(SCENARIOS["long-release-sharded-operator-persistence"][1], release=release)
     names = {(m["kind"], m["metadata"]["name"]) for m in manifests}
