@@ -6,8 +6,10 @@ Defaults are documented in the README's configuration section.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,7 @@ class GitLabSettings(_Strict):
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     tls_verify: bool = True
+    ca_file: Path | None = None  # PEM CA bundle trusted besides the system's (internal CA)
     # "gitlab.com" (its published limits), "none", or {route template or "all": limit};
     # absent: gitlab.com's limits when gitlab.url is on gitlab.com, else none
     endpoint_limits: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None = None
@@ -203,6 +206,7 @@ class Config:
     period_table: PeriodTable
     score_weights: ScoreWeights = DEFAULT_WEIGHTS
     state_file: Path | None = None  # scan.state_file, resolved against the config file
+    ca_file: Path | None = None  # gitlab.ca_file, resolved against the config file
 
     @property
     def static_usernames(self) -> tuple[str, ...]:
@@ -355,7 +359,24 @@ def parse_config(
         period_table=build_period_table(settings.scan.periods),
         score_weights=settings.score.to_weights(),
         state_file=base / settings.scan.state_file if settings.scan.state_file else None,
+        ca_file=_ca_file(settings.gitlab, base),
     )
+
+
+def _ca_file(settings: GitLabSettings, base: Path) -> Path | None:
+    """``gitlab.ca_file`` resolved, checked to hold at least one PEM certificate."""
+    if settings.ca_file is None:
+        return None
+    path = base / settings.ca_file
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, ValueError):  # SSLError first: it is an OSError too
+        raise ConfigError(f"gitlab.ca_file: {str(path)!r} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"gitlab.ca_file: cannot read {str(path)!r}: {exc.strerror or exc}"
+        ) from None
+    return path
 
 
 def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
@@ -373,3 +394,39 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Co
         ) from None
     return parse_config(document, env=env, base=path.parent)
 
+
+
+RELOADABLE = ("teams", "teams_file", "users", "score.weights", "scan.periods")
+"""What ``serve`` takes from a new configuration on SIGHUP; the rest waits for a restart."""
+
+
+def reloaded(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
+    """``running`` with the :data:`RELOADABLE` parts taken from ``new``, and the keys
+    that differ in ``new`` but only take effect after a restart (the GitLab connection,
+    the token, the scan's schedule, window, zone and state file)."""
+    waiting = [
+        f"gitlab.{name}"
+        for name in GitLabSettings.model_fields
+        if name not in ("token", "token_file")
+        and getattr(running.gitlab, name) != getattr(new.gitlab, name)
+    ]
+    if running.token != new.token:
+        waiting.append("gitlab.token")
+    waiting += [
+        f"scan.{name}"
+        for name in ScanSettings.model_fields
+        if name not in ("periods", "state_file")
+        and getattr(running.scan, name) != getattr(new.scan, name)
+    ]
+    if running.state_file != new.state_file:
+        waiting.append("scan.state_file")
+    merged = dataclasses.replace(
+        running,
+        scan=running.scan.model_copy(update={"periods": dict(new.scan.periods)}),
+        teams=new.teams,
+        extra_emails=new.extra_emails,
+        standalone_users=new.standalone_users,
+        period_table=new.period_table,
+        score_weights=new.score_weights,
+    )
+    return merged, tuple(waiting)

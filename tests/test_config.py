@@ -282,3 +282,26 @@ def test_broken_teams_file_names_team_and_member(tmp_path: Path, mutate: Any, me
 def test_teams_file_not_json(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"teams_file: .* is not valid JSON \(line 1"):
         load_config(_with_teams_file(tmp_path, "{nope"), env={})
+
+
+def test_reload_takes_teams_users_periods_and_weights_and_names_the_rest() -> None:
+    from exporter.config import reloaded
+
+    running = parse_config(base(), env={})
+    doc = base()
+    doc["teams"].append({"name": "platform", "members": ["carol"]})
+    doc["users"] = [{"username": "dave", "emails": ["d@old.example"]}]
+    doc["score"] = {"weights": {"commits": 3}}
+    doc["scan"] = {"periods": {"day": "08:00-20:00"}, "lookback_days": 7}
+    doc["gitlab"]["url"] = "https://elsewhere.example.com"
+    doc["gitlab"]["token"] = "another-token"
+    merged, waiting = reloaded(running, parse_config(doc, env={}))
+    assert [t.name for t in merged.teams] == ["backend", "platform"]
+    assert merged.standalone_users == ("dave",)
+    assert merged.extra_emails == {"dave": ("d@old.example",)}
+    assert merged.score_weights.commits == 3
+    assert merged.period_table.names[0] == "day" and merged.scan.periods == {"day": "08:00-20:00"}
+    # what the running connection and state depend on stays until a restart
+    assert merged.gitlab.url == "https://gitlab.example.com" and merged.token == "file-token"
+    assert merged.scan.lookback_days == 30
+    assert waiting == ("gitlab.url", "gitlab.token", "scan.lookback_days")

@@ -26,7 +26,7 @@ from exporter.simulator.model import Org
 from exporter.simulator.server import SimulatorServer
 from exporter.snapshot import Snapshot
 from exporter.state import load_state
-from exporter.text import spreadsheet_cell, terminal_text, valid_text
+from exporter.text import MAX_TEXT_LENGTH, spreadsheet_cell, terminal_text, valid_text
 from exporter.web import make_app
 from tests.conftest import TOKEN, config_document
 
@@ -51,6 +51,9 @@ def hostile_org(org: Org) -> tuple[Org, str]:
     old = victim.username
     victim.username = HOSTILE
     victim.name = HOSTILE
+    # and a display name far beyond any real one
+    other = org.users[max(org.group_members_all(group.id))]
+    other.name = "N" * 100_000
     org._by_username[HOSTILE.casefold()] = org._by_username.pop(old.casefold())
     return org, old
 
@@ -106,6 +109,9 @@ async def test_a_hostile_username_from_gitlab_goes_through_every_output(
     async with ExporterService(config, clock=lambda: org.now) as service:
         snapshot, client, logs = await scan_and_serve(service, aiohttp_client)
         assert safe in snapshot.users  # a group member as GitLab names it, made valid
+        names = [d.user.name for d in service.scanner.discovery.entries.values()]
+        assert "N" * MAX_TEXT_LENGTH in names  # cut where it entered
+        assert max(map(len, names)) <= MAX_TEXT_LENGTH
         await assert_pages_answer(client, safe)
     # the state file was written and reads back
     assert config.state_file is not None

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import structlog
 from multidict import CIMultiDictProxy
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from yarl import URL
@@ -51,6 +51,7 @@ __all__ = [
     "GitLabClient",
     "GitLabError",
     "NotFoundError",
+    "ProbeAnswer",
     "RateLimitedError",
     "RequestTimeoutError",
     "UnauthorizedError",
@@ -141,6 +142,18 @@ class ClientMetrics:
             "Time from sending a GitLab API request to having read its body.",
             ["endpoint"],
             buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.connection_up = Gauge(
+            "gitlab_activity_connection_up",
+            "0 when the last scan stopped at its first request (who is the token?) because "
+            "GitLab cannot be used (see the connection failures' reason), else 1.",
+            registry=registry,
+        )
+        self.connection_failures = Counter(
+            "gitlab_activity_connection_failures",
+            "Scans stopped before they began because GitLab could not be used, by cause.",
+            ["reason"],
             registry=registry,
         )
         self._ratelimit = _RateLimitCollector()
@@ -289,6 +302,16 @@ class _Page:
     total_pages: int | None  # GitLab's X-Total-Pages, when it sent one
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """One answer to :meth:`GitLabClient.probe_get`, as it came."""
+
+    status: int
+    content_type: str
+    body: bytes
+    location: str | None
+
+
 class _Retry(Exception):
     """One attempt failed in a way worth retrying."""
 
@@ -361,6 +384,41 @@ class GitLabClient:
         """Requests sent (every attempt and redirect hop), for tests and benchmarks."""
 
     # -- public ---------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The configured GitLab URL, without ``/api/v4``."""
+        return self._api_root[: -len(API_PREFIX)]
+
+    async def probe_get(self, path: str, *, within: float) -> ProbeAnswer:
+        """One GET of ``/api/v4`` + ``path``: no retries, no redirects followed, and
+        aiohttp's own exceptions left as they are, for :mod:`exporter.gitlab.door` to
+        name the cause."""
+        await self._pacer.wait()
+        self.request_count += 1
+        code = "error"
+        try:
+            async with self._session.get(
+                self._url(path, None),
+                headers={"PRIVATE-TOKEN": self._token, "Accept": "application/json"},
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=within),
+                raise_for_status=False,
+            ) as resp:
+                code = str(resp.status)
+                body = await self._read_body(resp, _ERROR_BODY_BYTES, path, strict=False)
+                return ProbeAnswer(
+                    resp.status,
+                    resp.headers.get("Content-Type", ""),
+                    body,
+                    resp.headers.get("Location"),
+                )
+        except TimeoutError:
+            code = "timeout"
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.requests.labels(path, code).inc()
 
     async def get_json(
         self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
@@ -524,13 +582,10 @@ class GitLabClient:
         if status in (401, 403):
             raise UnauthorizedError(detail, endpoint=endpoint, status=status)
         if status == 429:
-            if header_number(response.headers.get("RateLimit-Remaining")) is None:
-                # a per-route limit: GitLab names no limit, at most how long to wait
-                self.gate.hold(
-                    endpoint,
-                    _header_wait(status, response.headers, time.time()),
-                    learn=_ROUTE_LIMIT_TEXT in response.body,
-                )
+            wait = _header_wait(status, response.headers, time.time())
+            if wait is not None and response.headers.get("RateLimit-Remaining") is None:
+                # a per-route limit: GitLab names no limit, only how long to wait
+                self.gate.hold(endpoint, wait, learn=_ROUTE_LIMIT_TEXT in response.body)
             raise _Retry(
                 "rate_limited",
                 status,

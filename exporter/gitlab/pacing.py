@@ -264,18 +264,16 @@ class RateGate:
             answers = self._accepted[endpoint] = deque(maxlen=_ANSWER_LOG)
         answers.append(self.clock())
 
-    def hold(self, endpoint: str, seconds: float | None, *, learn: bool = True) -> None:
+    def hold(self, endpoint: str, seconds: float, *, learn: bool = True) -> None:
         """A 429 that named no limit (GitLab's per-route limits send none): hold that
         route for ``seconds`` (its ``Retry-After``, the whole interval on current
-        releases), else for its configured period, else a minute.
+        releases).
 
         With ``learn`` (the answer is GitLab's per-route limit message), unless a limit
         is configured for the route, one is learnt: what GitLab accepted on it over that
         period before refusing, kept to from then on.
         """
         configured = self._windows.get(endpoint)
-        if seconds is None:
-            seconds = configured.period if configured is not None else DEFAULT_WINDOW
         seconds = min(max(1.0, seconds), MAX_RESET_AHEAD)
         now = self.clock()
         until = now + seconds

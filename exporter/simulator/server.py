@@ -445,7 +445,7 @@ class GitLabSimulator:
         try:
             if self.faults.latency_ms > 0:
                 await asyncio.sleep(self.faults.latency_ms / 1000)
-            rule = self.faults.pick(request.path, raw_path)
+            rule = self.faults.pick(request.path, raw_path, request.query_string)
             fault_kind = rule.kind if rule else None
             response = await self._respond(request, routed, credential, rule)
             status = 0 if fault_kind == "reset" else response.status
