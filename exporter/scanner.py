@@ -43,6 +43,7 @@ from exporter.snapshot import (
     UserState,
     UserStats,
     frozen_map,
+    settings_of,
 )
 
 log = structlog.get_logger("exporter.scanner")
@@ -147,6 +148,7 @@ class Scanner:
             items.close()
         finished = time.time()
         snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
+        snapshot = replace(snapshot, window_end=window.end.timestamp())
         if self._shard.sharded:
             # one shard (by the same hash on the team's name) reports each team's info
             snapshot = replace(
@@ -319,6 +321,8 @@ class Scanner:
                 aliases=MERGE_REQUEST_STATE_ALIASES,
             ),
             issues=count_by_state(issues, window=window, states=ISSUE_STATES),
+            display_name=detail.name,
+            web_url=detail.web_url,
         )
 
 
@@ -395,6 +399,7 @@ def _merge(
             failures=frozen_map(failures),
             last_error=outcome.reason,
             last_error_message=outcome.message,
+            failing_since=before.failing_since if before.last_error is not None else finished,
         )
     total = len(outcomes)
     complete = total == 0 or failed < total
@@ -409,4 +414,5 @@ def _merge(
         last_complete_scan_end=finished if complete else previous.last_complete_scan_end,
         scans_total=previous.scans_total + 1,
         weights=config.score_weights,
+        settings=settings_of(config),
     )

@@ -45,6 +45,7 @@ class UserDetail:
     name: str
     state: str
     public_email: str | None
+    web_url: str = ""  # the profile page
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,7 @@ class GitLabApi:
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
             public_email=public_email.strip() or None if public_email is not None else None,
+            web_url=shape.opt_str(obj, "web_url") or "",
         )
 
     async def user_projects(self, user_id: int) -> list[ProjectRef]:
