@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -25,6 +25,7 @@ __all__ = [
     "NAME",
     "PageView",
     "Sort",
+    "leaderboard_parts",
     "parse_sort",
     "render_landing_page",
     "render_leaderboard_page",
@@ -32,7 +33,8 @@ __all__ = [
 
 NAME = "gitlab-activity-exporter"
 MAX_FAILED_LISTED = 20  # the landing page stays small with thousands of users
-MAX_TEAM_SECTIONS = 50  # team sections on the whole board; every team has its own view
+MAX_TEAM_SECTIONS = 20  # team sections on the whole board; every team has its own view
+MAX_OVERVIEW_ROWS = 500  # rows of the teams table in one order
 COMMIT_ZONE = "commit"
 EN_DASH = "\u2013"
 
@@ -556,28 +558,14 @@ def _team_section(entry: TeamEntry, snapshot: Snapshot, view: PageView, *, link:
     )
 
 
-def _overview(entries: Sequence[TeamEntry], snapshot: Snapshot, view: PageView) -> str:
-    teams = [e for e in entries if e.name != NO_TEAM]
+def _overview(teams: Sequence[TeamEntry], snapshot: Snapshot, view: PageView) -> Iterator[str]:
+    """The teams table in parts, ``teams`` in the view's order; at most
+    :data:`MAX_OVERVIEW_ROWS` rows (another order shows the others)."""
     if not teams:
-        return ""
+        return
     periods = snapshot.periods
     top_score = max((t.totals.score for t in teams), default=0.0)
     top_commits = max((t.totals.commits for t in teams), default=0)
-    rows = []
-    for team in _sorted_teams(teams, view.sort):
-        failing = _team_failing(team)
-        link = _e(_href(PageView(), team=team.name))
-        project = f' <span class="project">{_e(team.project)}</span>' if team.project else ""
-        rows.append(
-            f'<tr class="team-row" data-team="{_e(team.name)}">'
-            f'<td class="rank">{team.rank}</td>'
-            f'<td class="team" data-label="Team"><a href="{link}">{_e(team.name)}</a>'
-            f"{project}</td>"
-            + _metric_cell("Score", team.totals.score, top_score, "score")
-            + _commits_cell(periods, team.totals.period_commits, team.totals.commits, top_commits)
-            + f'<td class="num members-count" data-label="Members">{len(team.members)}</td>'
-            f'<td class="num failing" data-label="Failing">{failing}</td></tr>'
-        )
     columns = [
         ("rank", "#", False, "rank"),
         ("name", "Team", False, "team"),
@@ -587,11 +575,31 @@ def _overview(entries: Sequence[TeamEntry], snapshot: Snapshot, view: PageView) 
     head = _head(view, columns)
     head = head[: -len("</tr>")] + '<th class="num">Members</th>'
     head += f'<th class="num">{_head_link(view, "status", "Failing")}</th></tr>'
-    return (
+    yield (
         '<section class="card overview"><h2>Teams</h2>'
-        f'<table class="rows teams"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
-        "</table></section>"
+        f'<table class="rows teams"><thead>{head}</thead><tbody>'
     )
+    for team in teams[:MAX_OVERVIEW_ROWS]:
+        failing = _team_failing(team)
+        link = _e(_href(PageView(), team=team.name))
+        project = f' <span class="project">{_e(team.project)}</span>' if team.project else ""
+        yield (
+            f'<tr class="team-row" data-team="{_e(team.name)}">'
+            f'<td class="rank">{team.rank}</td>'
+            f'<td class="team" data-label="Team"><a href="{link}">{_e(team.name)}</a>'
+            f"{project}</td>"
+            + _metric_cell("Score", team.totals.score, top_score, "score")
+            + _commits_cell(periods, team.totals.period_commits, team.totals.commits, top_commits)
+            + f'<td class="num members-count" data-label="Members">{len(team.members)}</td>'
+            f'<td class="num failing" data-label="Failing">{failing}</td></tr>'
+        )
+    more = ""
+    if len(teams) > MAX_OVERVIEW_ROWS:
+        more = (
+            f'<p class="more">The first {MAX_OVERVIEW_ROWS} of {len(teams)} teams in this '
+            "order; sort by a column (or the other way) to see others.</p>"
+        )
+    yield f"</tbody></table>{more}</section>"
 
 
 def _head_link(view: PageView, column: str, heading: str) -> str:
@@ -643,41 +651,70 @@ class NotFound(LookupError):
     """The view names a team or user the snapshot does not have."""
 
 
-def render_leaderboard_page(snapshot: Snapshot, view: PageView | None = None) -> str:
-    """The leaderboard: a team overview, then each team's pictures and members; or one
-    team's or one user's view. :class:`NotFound` for a team or user not in ``snapshot``."""
+def _split_page(title: str, header: str) -> tuple[str, str]:
+    """The page around its body: (everything before the body, everything after)."""
+    head, tail = _page(title, header, "\0").split("\0")
+    return head, tail
+
+
+def leaderboard_parts(
+    snapshot: Snapshot,
+    view: PageView | None = None,
+    entries: Sequence[TeamEntry] | None = None,
+) -> Iterator[str]:
+    """The leaderboard page in parts (joined: the page), so that a caller can pause
+    between them: a team overview, then each team's pictures and members; or one team's
+    or one user's view. ``entries``: ``leaderboard(snapshot)``, when already computed.
+    :class:`NotFound` for a team or user not in ``snapshot``."""
     view = view or PageView()
     if snapshot.last_scan is None:
         header = _header(snapshot, "Leaderboard")
         body = '<p class="card">The first scan is in progress; this page fills in when it ends.</p>'
-        return _page(f"Leaderboard · {NAME}", header, body)
-    entries = leaderboard(snapshot)
+        yield _page(f"Leaderboard \u00b7 {NAME}", header, body)
+        return
+    entries = leaderboard(snapshot) if entries is None else entries
     if view.user is not None:
         user = snapshot.users.get(view.user)
         if user is None:
             raise NotFound(f"no user {view.user!r}")
-        header = _header(snapshot, f"{_display(user)} · Leaderboard")
-        return _page(f"{_display(user)} · {NAME}", header, _user_page(snapshot, user, entries))
+        header = _header(snapshot, f"{_display(user)} \u00b7 Leaderboard")
+        title = f"{_display(user)} \u00b7 {NAME}"
+        yield _page(title, header, _user_page(snapshot, user, entries))
+        return
     if view.team is not None:
         entry = next((e for e in entries if e.name == view.team and e.name != NO_TEAM), None)
         if entry is None:
             raise NotFound(f"no team {view.team!r}")
-        header = _header(snapshot, f"{entry.name} · Leaderboard")
+        header = _header(snapshot, f"{entry.name} \u00b7 Leaderboard")
         body = _team_section(entry, snapshot, view, link=False)
-        return _page(f"{entry.name} · {NAME}", header, body)
-    ordered = [e for e in _sorted_teams([e for e in entries if e.name != NO_TEAM], view.sort)]
+        yield _page(f"{entry.name} \u00b7 {NAME}", header, body)
+        return
+    teams = _sorted_teams([e for e in entries if e.name != NO_TEAM], view.sort)
     loners = [e for e in entries if e.name == NO_TEAM]
-    sections = [_team_section(e, snapshot, view, link=True) for e in ordered[:MAX_TEAM_SECTIONS]]
-    if len(ordered) > MAX_TEAM_SECTIONS:
-        sections.append(
-            f'<p class="card">{len(ordered) - MAX_TEAM_SECTIONS} more teams: open each from the '
+    head, tail = _split_page(f"Leaderboard \u00b7 {NAME}", _header(snapshot, "Leaderboard"))
+    yield head
+    if not teams and not loners:
+        yield '<p class="card">Nobody is configured to be scanned.</p>'
+    yield from _overview(teams, snapshot, view)
+    for entry in teams[:MAX_TEAM_SECTIONS]:
+        yield _team_section(entry, snapshot, view, link=True)
+    if len(teams) > MAX_TEAM_SECTIONS:
+        yield (
+            f'<p class="card">{len(teams) - MAX_TEAM_SECTIONS} more teams: open each from the '
             "overview above.</p>"
         )
-    sections += [_team_section(e, snapshot, view, link=False) for e in loners]
-    body = _overview(entries, snapshot, view) + "".join(sections)
-    if not sections:
-        body = '<p class="card">Nobody is configured to be scanned.</p>'
-    return _page(f"Leaderboard · {NAME}", _header(snapshot, "Leaderboard"), body)
+    for entry in loners:
+        yield _team_section(entry, snapshot, view, link=False)
+    yield tail
+
+
+def render_leaderboard_page(
+    snapshot: Snapshot,
+    view: PageView | None = None,
+    entries: Sequence[TeamEntry] | None = None,
+) -> str:
+    """The whole leaderboard page at once; see :func:`leaderboard_parts`."""
+    return "".join(leaderboard_parts(snapshot, view, entries))
 
 
 # --- landing page ---------------------------------------------------------------------------

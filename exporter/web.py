@@ -6,6 +6,8 @@ and own no resources. The service layer adds its startup/cleanup hooks to the ap
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
@@ -20,10 +22,12 @@ from exporter.pages import (
     NAME,
     NotFound,
     PageView,
+    leaderboard_parts,
     parse_sort,
     render_landing_page,
     render_leaderboard_page,
 )
+from exporter.score import TeamEntry, leaderboard
 from exporter.snapshot import Snapshot
 
 __all__ = [
@@ -38,30 +42,62 @@ __all__ = [
 PAGE_CACHE_SIZE = 64  # pages (views and sort orders) kept per snapshot
 
 
+SLICE_SECONDS = 0.01  # rendering a page yields to the event loop this often
+
+
 class PageCache:
     """Pages rendered once per snapshot: the first request for a view after a scan
-    renders it, later ones get the same bytes until the snapshot changes."""
+    renders it (in parts, yielding to the event loop between them), later ones and
+    concurrent ones get the same bytes until the snapshot changes. The ranking the
+    views share is computed once per snapshot too."""
 
     def __init__(self, size: int = PAGE_CACHE_SIZE) -> None:
         self._size = size
         self._for: Snapshot | None = None
-        self._pages: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._entries: list[TeamEntry] | None = None
+        self._pages: OrderedDict[Hashable, asyncio.Future[bytes]] = OrderedDict()
         self.renders = 0  # pages rendered so far
 
-    def get(self, snapshot: Snapshot, key: Hashable, render: Callable[[], str]) -> bytes:
+    def _switch(self, snapshot: Snapshot) -> None:
         if snapshot is not self._for:
             self._for = snapshot
+            self._entries = None
             self._pages.clear()
-        page = self._pages.get(key)
-        if page is None:
-            page = render().encode()
-            self.renders += 1
-            self._pages[key] = page
+
+    def entries(self, snapshot: Snapshot) -> list[TeamEntry]:
+        """``leaderboard(snapshot)``, once per snapshot."""
+        self._switch(snapshot)
+        if self._entries is None:
+            self._entries = leaderboard(snapshot)
+        return self._entries
+
+    async def page(self, snapshot: Snapshot, view: PageView) -> bytes:
+        self._switch(snapshot)
+        entry = self._pages.get(view)
+        if entry is None:
+            entry = asyncio.ensure_future(self._render(snapshot, view))
+            self._pages[view] = entry
             while len(self._pages) > self._size:
                 self._pages.popitem(last=False)
         else:
-            self._pages.move_to_end(key)
-        return page
+            self._pages.move_to_end(view)
+        try:
+            return await asyncio.shield(entry)
+        except Exception:
+            if self._pages.get(view) is entry:
+                del self._pages[view]
+            raise
+
+    async def _render(self, snapshot: Snapshot, view: PageView) -> bytes:
+        self.renders += 1
+        chunks: list[str] = []
+        turn = time.perf_counter()
+        for part in leaderboard_parts(snapshot, view, self.entries(snapshot)):
+            chunks.append(part)
+            if time.perf_counter() - turn > SLICE_SECONDS:
+                await asyncio.sleep(0)
+                turn = time.perf_counter()
+        return "".join(chunks).encode()
 
 
 PAGES = web.AppKey("pages", PageCache)  # the app's page cache, for tests and warm-ups
@@ -121,8 +157,13 @@ def make_app(
     async def leaderboard_page(request: web.Request) -> web.Response:
         snapshot = source()
         view = leaderboard_view(request, snapshot)
+        # unknown names are answered without rendering (nor filling the cache)
+        if view.user is not None and view.user not in snapshot.users:
+            raise web.HTTPNotFound(text=f"no user {view.user!r}\n")
+        if view.team is not None and view.team not in snapshot.teams:
+            raise web.HTTPNotFound(text=f"no team {view.team!r}\n")
         try:
-            body = pages.get(snapshot, view, lambda: render_leaderboard_page(snapshot, view))
+            body = await pages.page(snapshot, view)
         except NotFound as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None
         response = web.Response(body=body, content_type="text/html", charset="utf-8")

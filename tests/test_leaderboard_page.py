@@ -18,9 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, async_playwright
 
-from exporter import __version__
+from exporter import __version__, pages
 from exporter.collectors import build_registry
 from exporter.config import parse_config
+from exporter.demo import MISSING_USER, run_demo
 from exporter.service import ExporterService
 from exporter.simulator.model import Org
 from exporter.simulator.server import FaultRule, SimulatorServer
@@ -575,3 +576,75 @@ async def test_browser_shows_overview_pictures_and_failures_at_three_widths(
     for width in WIDTHS:
         png = (BUILD / f"leaderboard-{width}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+class CountingUsers(dict[str, UserState]):
+    """A snapshot's users that count how often they are walked through."""
+
+    walks = 0
+
+    def items(self) -> Any:
+        CountingUsers.walks += 1
+        return super().items()
+
+
+def test_ranking_thousands_of_teams_walks_the_users_once_not_per_team() -> None:
+    snapshot = hand_snapshot()
+    many = {f"team{n}": ("ann", "bo") for n in range(300)}
+    users = CountingUsers(snapshot.users)
+    big = replace(snapshot, users=users, teams=frozen_map(many))
+    CountingUsers.walks = 0
+    page = render_leaderboard_page(big)
+    assert CountingUsers.walks <= 2  # by-name lookup, users in no team; not one per team
+    assert page.count('class="team-row"') == 300
+
+
+def test_overview_and_sections_are_capped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pages, "MAX_OVERVIEW_ROWS", 1)
+    monkeypatch.setattr(pages, "MAX_TEAM_SECTIONS", 1)
+    shown = read_page(render_leaderboard_page(hand_snapshot()))
+    assert shown.overview == ["Équipe A"]
+    assert [t.name for t in shown.teams] == ["Équipe A"]
+    page = render_leaderboard_page(hand_snapshot())
+    assert "The first 1 of 2 teams in this order" in page and "1 more teams" in page
+    # every team keeps its own view
+    solo = read_page(render_leaderboard_page(hand_snapshot(), pages.PageView(team="solo")))
+    assert [t.name for t in solo.teams] == ["solo"]
+
+
+async def test_demo_organisation_in_the_browser() -> None:
+    """The demo as a new user sees it: the overview, the pictures and the failures, at
+    every width; screenshots in build/ (the README's picture is made from these)."""
+    chromium = chromium_or_skip()
+    async with run_demo() as config:
+        service = ExporterService(config)
+        registry = build_registry(lambda: service.snapshot, version=__version__)
+        service.attach_metrics(registry)
+        async with service:
+            snapshot = await service.scan_once()
+            app = make_app(registry=registry, source=lambda: service.snapshot, version=__version__)
+            async with serve(app) as base, browser(chromium) as chrome:
+                for width in WIDTHS:
+                    page = await chrome.new_page(viewport={"width": width, "height": 1400})
+                    await page.goto(f"{base}/leaderboard")
+                    assert await page.evaluate(GEOMETRY) == [], width
+                    teams = await page.locator("tr.team-row").count()
+                    assert teams == len(snapshot.teams)
+                    first = page.locator("section.team").first
+                    drawn = await first.evaluate(PICTURES)
+                    team = await first.get_attribute("data-team")
+                    assert team is not None
+                    members = [snapshot.users[m].stats for m in snapshot.teams[team]]
+                    assert sum(drawn["cells"].values()) == sum(s.commits for s in members if s)
+                    failed = page.locator("tr.member.failed")
+                    reasons = {await row.get_attribute("data-user"): await row.locator(
+                        "td.status").inner_text() for row in await failed.all()}
+                    assert "not_found" in reasons[MISSING_USER]
+                    assert any("api_error" in text for text in reasons.values())
+                    assert await failed.first.is_visible()
+                    BUILD.mkdir(exist_ok=True)
+                    await page.screenshot(path=BUILD / f"demo-leaderboard-{width}.png")
+                    await page.screenshot(
+                        path=BUILD / f"demo-leaderboard-{width}-full.png", full_page=True
+                    )
+                    await page.close()
