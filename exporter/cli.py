@@ -512,7 +512,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 host,
                 port,
                 on_started=lambda address: print(
-                    f"demo exporter on {address}/metrics (GitLab simulator at {config.gitlab.url})",
+                    f"demo exporter on {address}: open {address}/leaderboard, or scrape "
+                    f"{address}/metrics (GitLab simulator at {config.gitlab.url})",
                     flush=True,
                 ),
                 web_config=web_config,
