@@ -47,6 +47,7 @@ _COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("mrs", "MRs merged / total", True),
     ("issues", "Issues closed", True),
     ("status", "Status", False),
+    ("members", "Members", True),  # teams only
 )
 
 
@@ -193,7 +194,7 @@ def _href(view: PageView, **changes: str | None) -> str:
     params.update(view.sort.query())
     params.update(changes)
     query = urlencode({k: v for k, v in params.items() if v})
-    return "?" + query if query else "leaderboard"
+    return "leaderboard?" + query if query else "leaderboard"
 
 
 def _page(title: str, header: str, body: str) -> str:
@@ -346,6 +347,8 @@ def _member_key(column: str, member: MemberEntry) -> tuple[float, str]:
         return (0.0, _name_key(_display(member.user)))
     if column == "status":
         return (_STATUS_ORDER[_status_class(member.user)], "")
+    if column == "members":  # a team's column: members keep their rank
+        return (0.0, "")
     return (_stats_key(column, member.user.stats, member.score), "")
 
 
@@ -368,6 +371,8 @@ def _team_key(column: str, team: TeamEntry) -> tuple[float, str]:
         return (team.totals.score, "")
     if column == "commits":
         return (team.totals.commits, "")
+    if column == "members":
+        return (len(team.members), "")
     if column in ("mrs", "issues"):
         with_stats = [m for m in team.members if m.user.stats is not None]
         return (sum(_stats_key(column, m.user.stats, m.score) for m in with_stats), "")
@@ -573,7 +578,7 @@ def _overview(teams: Sequence[TeamEntry], snapshot: Snapshot, view: PageView) ->
         ("commits", "Commits", True, "metric"),
     ]
     head = _head(view, columns)
-    head = head[: -len("</tr>")] + '<th class="num">Members</th>'
+    head = head[: -len("</tr>")] + f'<th class="num">{_head_link(view, "members", "Members")}</th>'
     head += f'<th class="num">{_head_link(view, "status", "Failing")}</th></tr>'
     yield (
         '<section class="card overview"><h2>Teams</h2>'

@@ -239,8 +239,11 @@ async def test_leaderboard_before_the_first_scan(aiohttp_client: ClientFactory) 
 
 async def test_landing_page_links_the_leaderboard(aiohttp_client: ClientFactory) -> None:
     client = await aiohttp_client(app_for(hand_snapshot()))
-    landing = read_page(await (await client.get("/")).text())
+    text = await (await client.get("/")).text()
+    landing = read_page(text)
     assert "leaderboard" in landing.links
+    # styled like the leaderboard, self-contained; failing users linked to their view
+    assert "<style>" in text and "<script" not in text and "leaderboard?user=cy" in landing.links
 
 
 # --- what the page renders once per snapshot, sorting, views -----------------------------
@@ -286,6 +289,9 @@ async def test_sorting_by_a_column_and_unknown_views(aiohttp_client: ClientFacto
     assert read_page(page).overview == ["solo", "Équipe A"]  # 20 commits against 4 + 13
     page = await (await client.get("/leaderboard?sort=name&order=desc")).text()
     assert read_page(page).overview == ["solo", "Équipe A"]
+    page = await (await client.get("/leaderboard?sort=members&order=asc")).text()
+    assert read_page(page).overview == ["solo", "Équipe A"]  # 1 member, then 3
+    assert [r.user for r in read_page(page).teams[1].rows] == ["cy", "ann", "<b>x</b>"]
     # one team's and one user's views; unknown ones are 404
     page = await (await client.get("/leaderboard?team=solo")).text()
     assert [t.name for t in read_page(page).teams] == ["solo"]
@@ -647,4 +653,19 @@ async def test_demo_organisation_in_the_browser() -> None:
                     await page.screenshot(
                         path=BUILD / f"demo-leaderboard-{width}-full.png", full_page=True
                     )
+                    if width == WIDTHS[-1]:
+                        # the links work from the page: sort by a column, open a person
+                        await page.locator("table.teams thead a", has_text="Commits").click()
+                        assert "sort=commits" in page.url
+                        order = await page.eval_on_selector_all(
+                            "tr.team-row", "rows => rows.map(r => r.dataset.team)"
+                        )
+                        commits = {
+                            t: sum(s.commits for m in ms if (s := snapshot.users[m].stats))
+                            for t, ms in snapshot.teams.items()
+                        }
+                        assert order == sorted(commits, key=lambda t: -commits[t])
+                        await page.locator("a.username").first.click()
+                        assert "leaderboard?user=" in page.url
+                        assert await page.locator("section.user svg.heatmap").count() == 1
                     await page.close()
