@@ -154,6 +154,8 @@ CSS = (
     "svg .x-label.end{text-anchor:end}"
     "svg .axis{stroke:var(--line)}svg rect.day{fill:#2f81d7}svg rect.day.weekend{fill:#8c6cd6}"
     ".empty{color:var(--muted)}"
+    "table.facts{width:auto}table.facts th{font-size:.9rem;padding-right:1.5rem}"
+    "table.facts td{white-space:normal}"
     "dl.numbers{display:grid;grid-template-columns:minmax(0,max-content) minmax(0,1fr);"
     "gap:.2rem 1rem;margin:0}"
     "dl.numbers dt{color:var(--muted)}dl.numbers dd{margin:0;overflow-wrap:anywhere}"
@@ -725,6 +727,10 @@ def render_leaderboard_page(
 # --- landing page ---------------------------------------------------------------------------
 
 
+def _when_exactly(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _scan_summary(snapshot: Snapshot, progress: tuple[int, int] | None) -> str:
     scan = snapshot.last_scan
     if scan is None:
@@ -735,18 +741,18 @@ def _scan_summary(snapshot: Snapshot, progress: tuple[int, int] | None) -> str:
         return f"<p>{_e(text)}.</p>"
     scanned = scan.users_total - scan.users_failed
     rows = [
-        ("Last scan ended", _when(scan.finished)),
+        ("Last scan ended", _when_exactly(scan.finished)),
         ("Duration", f"{scan.duration:.1f} s"),
         ("Users scanned", str(scanned)),
         ("Users failed", str(scan.users_failed)),
         ("Scans since start", str(snapshot.scans_total)),
     ]
     if snapshot.last_complete_scan_end is not None:
-        rows.append(("Last complete scan ended", _when(snapshot.last_complete_scan_end)))
+        rows.append(("Last complete scan ended", _when_exactly(snapshot.last_complete_scan_end)))
     if progress is not None:
         done, total = progress
         rows.append(("Scan in progress", f"{done}/{total} users done"))
-    body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows)
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     failed = sorted(u.username for u in snapshot.users.values() if u.stale)
     if failed:
         items = "".join(
@@ -756,8 +762,8 @@ def _scan_summary(snapshot: Snapshot, progress: tuple[int, int] | None) -> str:
         )
         if len(failed) > MAX_FAILED_LISTED:
             items += f"<li>and {len(failed) - MAX_FAILED_LISTED} more</li>"
-        body += f"<dt>Failing users</dt><dd><ul>{items}</ul></dd>"
-    return f'<dl class="numbers">{body}</dl>'
+        body += f"<tr><th>Failing users</th><td><ul>{items}</ul></td></tr>"
+    return f'<table class="facts">{body}</table>'
 
 
 def render_landing_page(
