@@ -56,6 +56,7 @@ def _pages(n: int) -> int:
 def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> Counter[str]:
     """The fewest requests the answer needs, by endpoint.
 
+    Every scan: who the token is (``/user``; the first scan also ``/version``).
     First scan (``discovery``): per user the lookup, details, both project listings and
     push events (asked from the day before the window; only pushes within it bring
     projects in); the pages of every merge request and issue created in the window (one
@@ -64,6 +65,10 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
     requests and one of issues, and one request per changed project.
     """
     need: Counter[str] = Counter()
+    # the front door: every scan first asks who the token is; the first also the version
+    need["/user"] += 1
+    if discovery:
+        need["/version"] += 1
     start = org.now - timedelta(days=LOOKBACK_DAYS)
     for kind, items in (("/merge_requests", org.merge_requests), ("/issues", org.issues)):
         in_window = sum(1 for i in items if i.created_at >= start)

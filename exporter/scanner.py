@@ -92,6 +92,11 @@ class Scanner:
             api, timedelta(seconds=config.scan.discovery_interval_seconds)
         )
 
+    def reconfigure(self, config: Config) -> None:
+        """Scan with ``config``'s teams, users, periods and weights from the next scan on
+        (what :func:`exporter.config.reloaded` lets change while running)."""
+        self._config = config
+
     async def scan(self, previous: Snapshot) -> Snapshot:
         started = time.time()
         now = self._clock()

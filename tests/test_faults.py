@@ -236,10 +236,11 @@ async def test_token_revoked_mid_run(campaign_factory: Callable[..., Any]) -> No
     c: Campaign = await campaign_factory()
     c.sim.faults.add(FaultRule(r".*", "401"))
     second, _ = await c.scan()
-    c.check(second, "unauthorized", affected=set(c.users))
+    # the scan stops at its first request (who is the token?): every user keeps its
+    # last good values, and no failure is pinned on a user
+    assert second.users == c.first.users
     assert second.last_complete_scan_end == c.first.last_complete_scan_end
-    # 401 is not retried: at most one request per user lookup
-    assert c.sim.log.count(status=401) <= len(c.users) + len(c.config.teams)
+    assert c.sim.log.count(status=401) == 1
 
 
 async def test_429_storm_for_everyone_ends_within_the_deadline(

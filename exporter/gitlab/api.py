@@ -2,8 +2,10 @@
 
 Every response is checked for the fields we keep: a missing field, a wrong type or a
 ``null`` where a value is required raises :class:`~exporter.gitlab.errors.ApiError`
-(reason ``api_error``), never ``KeyError``/``TypeError``. Only the fields listed on the
-dataclasses are kept, so large scans hold little memory.
+(reason ``api_error``), never ``KeyError``/``TypeError``. Every string kept is made
+valid Unicode of bounded length here, where it enters (:func:`exporter.text.valid_text`):
+a lone surrogate from a broken GitLab cannot break a page, a file or a log line later.
+Only the fields listed on the dataclasses are kept, so large scans hold little memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import quote
 from exporter.gitlab.client import GitLabClient
 from exporter.gitlab.errors import ApiError
 from exporter.periods import parse_gitlab_datetime
+from exporter.text import valid_text
 
 __all__ = [
     "CommitRecord",
@@ -135,7 +138,7 @@ class _Shape:
         value = obj.get(key)
         if not isinstance(value, str):
             raise self.fail(f"field {key!r} is {_kind(value)}, expected a string")
-        return value
+        return valid_text(value)
 
     def opt_str(self, obj: Mapping[str, Any], key: str) -> str | None:
         return None if obj.get(key) is None else self.req_str(obj, key)

@@ -8,6 +8,8 @@ was one, and a short cause; it never contains the token.
 
 from __future__ import annotations
 
+from exporter.text import valid_text
+
 FAILURE_REASONS = ("not_found", "unauthorized", "rate_limited", "api_error", "timeout", "crash")
 
 
@@ -22,7 +24,7 @@ class GitLabError(Exception):
     reason: str = "api_error"
 
     def __init__(self, detail: str, *, endpoint: str, status: int | None = None) -> None:
-        self.detail = " ".join(detail.split())  # always one line
+        self.detail = " ".join(valid_text(detail).split())  # one line of valid text
         self.endpoint = endpoint
         self.status = status
         super().__init__(self._render())

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
+from yarl import URL
 
 from exporter.simulator.faults import (
     DEFAULT_RANDOM_KINDS,
@@ -68,11 +69,35 @@ class RateLimits:
     Values are ``(requests, period_seconds)``; windows are aligned to multiples of the
     period (as GitLab's Rack::Attack does). ``endpoint_retry_after`` makes per-endpoint
     429s carry ``Retry-After`` (gitlab.com's often do not).
+
+    Realism knobs (GitLab as it is, rather than as convenient):
+
+    - ``headers_on_429_only``: ``RateLimit-*`` only on the 429 (self-managed instances
+      with throttles on, older releases), not on every answer;
+    - ``endpoint_headers=False``: per-route limits send no ``RateLimit-*`` at all;
+    - ``endpoint_retry_after_interval``: a per-route 429's ``Retry-After`` is the whole
+      interval (600 for ``/users/:id``), as current releases send it;
+    - ``per_minute_limit``: ``RateLimit-Limit`` normalised to a per-minute figure,
+      ``ceil(limit * 60 / period)``, as GitLab sends it.
     """
 
     general: tuple[int, float] | None = None
     endpoints: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     endpoint_retry_after: bool = False
+    headers_on_429_only: bool = False
+    endpoint_headers: bool = True
+    endpoint_retry_after_interval: bool = False
+    per_minute_limit: bool = False
+
+
+#: a self-managed GitLab's throttles as they answer: headers only on the 429, per-route
+#: limits without any, ``Retry-After`` of the whole interval, a per-minute Limit
+REALISTIC_HEADERS = {
+    "headers_on_429_only": True,
+    "endpoint_headers": False,
+    "endpoint_retry_after_interval": True,
+    "per_minute_limit": True,
+}
 
 
 #: gitlab.com's published limits.
@@ -111,15 +136,18 @@ class _Verdict:
     observed: int
     reset: float  # unix seconds
     general: bool
+    period: float = 60.0
+    per_minute: bool = False
 
     @property
     def exceeded(self) -> bool:
         return self.observed > self.limit
 
     def headers(self) -> dict[str, str]:
+        shown = math.ceil(self.limit * 60 / self.period) if self.per_minute else self.limit
         return {
             "RateLimit-Name": self.name,
-            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Limit": str(shown),
             "RateLimit-Observed": str(self.observed),
             "RateLimit-Remaining": str(max(0, self.limit - self.observed)),
             "RateLimit-Reset": str(int(self.reset)),
@@ -144,7 +172,15 @@ class RateLimiter:
             count = 0
         count += 1
         self._counters[(name, key)] = (window, count)
-        return _Verdict(name, limit, count, window + period, name == GENERAL_LIMIT_NAME)
+        return _Verdict(
+            name,
+            limit,
+            count,
+            window + period,
+            name == GENERAL_LIMIT_NAME,
+            period,
+            self.config.per_minute_limit,
+        )
 
     def check(self, key: str, endpoint: str) -> tuple[_Verdict | None, _Verdict | None]:
         """Count one request; returns (verdict to report in headers, exceeded verdict)."""
@@ -158,7 +194,13 @@ class RateLimiter:
             limit, period = specific
             verdicts.append(self._observe(_limit_name(endpoint), key, limit, period, now))
         exceeded = next((v for v in verdicts if v.exceeded), None)
-        shown = exceeded or (verdicts[-1] if verdicts else None)
+        config = self.config
+        # without endpoint_headers, per-route limits name themselves nowhere
+        named = verdicts if config.endpoint_headers else [v for v in verdicts if v.general]
+        if config.headers_on_429_only:
+            shown = exceeded if exceeded is not None and exceeded in named else None
+        else:
+            shown = (exceeded if exceeded in named else None) or (named[-1] if named else None)
         return shown, exceeded
 
 
@@ -332,6 +374,9 @@ class GitLabSimulator:
             self.limits = RateLimiter(limits, clock or time.time)
         self.faults = faults or Faults()
         self.log = log or RequestLog()
+        #: GitLab's ``external_url`` (e.g. ``https://gitlab.example.com``): pagination
+        #: links are built from it, as GitLab does, not from the URL a request used
+        self.external_url: str | None = None
         #: every credential value received, in order
         self.credentials: list[str] = []
         self._routes: list[tuple[re.Pattern[str], str, Handler]] = [
@@ -400,7 +445,7 @@ class GitLabSimulator:
         try:
             if self.faults.latency_ms > 0:
                 await asyncio.sleep(self.faults.latency_ms / 1000)
-            rule = self.faults.pick(request.path, raw_path)
+            rule = self.faults.pick(request.path, raw_path, request.query_string)
             fault_kind = rule.kind if rule else None
             response = await self._respond(request, routed, credential, rule)
             status = 0 if fault_kind == "reset" else response.status
@@ -457,9 +502,27 @@ class GitLabSimulator:
         elif kind in _BODY_FAULTS and isinstance(response, web.Response) and response.body:
             data = json.loads(bytes(response.body))  # type: ignore[arg-type]
             response.body = json.dumps(_BODY_FAULTS[kind](data)).encode()
+        if kind == "far_reset":
+            response.headers.update(
+                {
+                    "RateLimit-Name": GENERAL_LIMIT_NAME,
+                    "RateLimit-Limit": "2000",
+                    "RateLimit-Observed": "2000",
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": str(int(self.limits.clock() * 1000)),  # milliseconds
+                }
+            )
+        if kind == "endless_empty" and 200 <= response.status < 300:
+            page = _int_param(request, "page", 1)
+            query = {**request.query, "page": str(page + 1)}
+            response = _json([], headers={
+                "Link": f'<{self._external(request.url.with_query(query))}>; rel="next"',
+                "X-Page": str(page),
+                "X-Next-Page": str(page + 1),
+            })
         if kind == "link_loop" and 200 <= response.status < 300:
             # the next page is this very page: a client that follows it never ends
-            link = f'<{request.url}>; rel="next"'
+            link = f'<{self._external(request.url)}>; rel="next"'
             response.headers["Link"] = link
             response.headers["X-Next-Page"] = response.headers.get("X-Page", "1")
         return response
@@ -526,9 +589,13 @@ class GitLabSimulator:
             return web.Response(
                 text="Retry later\n", status=429, content_type="text/plain", headers=headers
             )
-        if self.limits.config.endpoint_retry_after:
+        config = self.limits.config
+        if config.endpoint_retry_after_interval:
+            headers["Retry-After"] = str(math.ceil(verdict.period))
+        elif config.endpoint_retry_after:
             headers["Retry-After"] = retry_after
-            headers["RateLimit-ResetTime"] = formatdate(verdict.reset, usegmt=True)
+            if config.endpoint_headers:
+                headers["RateLimit-ResetTime"] = formatdate(verdict.reset, usegmt=True)
         return _json(
             {
                 "message": {
@@ -556,6 +623,16 @@ class GitLabSimulator:
         return stream
 
     # ------------------------------------------------------------------ pagination
+    def _external(self, url: URL) -> str:
+        """``url`` as GitLab would write it: on its external URL's scheme, host and port."""
+        if self.external_url is None:
+            return str(url)
+        external = URL(self.external_url)
+        root = external.path.rstrip("/")
+        moved = url.with_scheme(external.scheme).with_host(external.host or "")
+        moved = moved.with_port(external.port if external.explicit_port else None)
+        return str(moved.with_path(root + url.path, encoded=False).with_query(url.query))
+
     def _page(
         self,
         request: web.Request,
@@ -605,7 +682,7 @@ class GitLabSimulator:
             query = dict(request.query)
             query["page"] = str(n)
             query["per_page"] = str(per_page)
-            return str(request.url.with_query(query))
+            return self._external(request.url.with_query(query))
 
         links = []
         if page > 1:
@@ -663,7 +740,7 @@ class GitLabSimulator:
             query = {k: v for k, v in request.query.items() if k not in ("id_after", "id_before")}
             query["per_page"] = str(per_page)
             query["id_after" if sort == "asc" else "id_before"] = str(ident(chunk[-1]))
-            headers["Link"] = f'<{request.url.with_query(query)}>; rel="next"'
+            headers["Link"] = f'<{self._external(request.url.with_query(query))}>; rel="next"'
         return chunk, headers
 
     # ------------------------------------------------------------------ lookups
