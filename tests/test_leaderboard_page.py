@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, async_playwright
 
 from exporter import __version__, pages
+from exporter import web as web_module
 from exporter.collectors import build_registry
 from exporter.config import parse_config
 from exporter.demo import MISSING_USER, run_demo
@@ -669,3 +671,32 @@ async def test_demo_organisation_in_the_browser() -> None:
                         assert "leaderboard?user=" in page.url
                         assert await page.locator("section.user svg.heatmap").count() == 1
                     await page.close()
+
+
+async def test_a_page_renders_in_slices_that_let_the_event_loop_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(web_module, "SLICE_SECONDS", 0.0)  # yield after every part
+    snapshot = replace(
+        hand_snapshot(), teams=frozen_map({f"team{n}": ("ann", "bo") for n in range(30)})
+    )
+    cache = web_module.PageCache()
+    turns = 0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    before = turns
+    first, second = await asyncio.gather(
+        cache.page(snapshot, pages.PageView()), cache.page(snapshot, pages.PageView())
+    )
+    stop = True
+    await task
+    assert turns - before > 30  # the loop ran between the parts (30 team sections and more)
+    assert first == second and cache.renders == 1  # concurrent requests share one rendering
