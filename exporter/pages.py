@@ -163,7 +163,7 @@ CSS = (
     + ".p-other{fill:#afb8c1;background:#afb8c1}"
     + "".join(f".h{i}{{fill:{c}}}" for i, c in enumerate(_HEAT_COLOURS))
     # narrow screens: every row of the two ranking tables becomes a small card
-    + "@media (max-width:900px){"
+    + "@media (max-width:960px){"
     "table.rows thead{display:none}"
     "table.rows,table.rows tbody{display:block}"
     "table.rows tr{display:grid;grid-template-columns:2rem minmax(0,1fr) minmax(0,1fr);"
