@@ -706,8 +706,9 @@ def leaderboard_parts(
     for entry in teams[:MAX_TEAM_SECTIONS]:
         yield _team_section(entry, snapshot, view, link=True)
     if len(teams) > MAX_TEAM_SECTIONS:
+        more = len(teams) - MAX_TEAM_SECTIONS
         yield (
-            f'<p class="card">{len(teams) - MAX_TEAM_SECTIONS} more teams: open each from the '
+            f'<p class="card">{more} more team{"" if more == 1 else "s"}: open each from the '
             "overview above.</p>"
         )
     for entry in loners:

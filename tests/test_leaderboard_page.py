@@ -614,7 +614,7 @@ def test_overview_and_sections_are_capped_with_a_note(monkeypatch: pytest.Monkey
     assert shown.overview == ["Équipe A"]
     assert [t.name for t in shown.teams] == ["Équipe A"]
     page = render_leaderboard_page(hand_snapshot())
-    assert "The first 1 of 2 teams in this order" in page and "1 more teams" in page
+    assert "The first 1 of 2 teams in this order" in page and "1 more team:" in page
     # every team keeps its own view
     solo = read_page(render_leaderboard_page(hand_snapshot(), pages.PageView(team="solo")))
     assert [t.name for t in solo.teams] == ["solo"]
