@@ -1,5 +1,5 @@
-# syntax=docker/dockerfile:1
-# gitlab-activity-exporter container image.
+# gitlab-activity-exporter container image. Build it with BuildKit (Docker's default
+# builder since 23.0; `docker buildx build` elsewhere): the install step mounts the wheels.
 #
 #   docker build -t gitlab-activity-exporter .
 #   docker run --read-only -p 9842:9842 -e GITLAB_TOKEN \

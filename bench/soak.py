@@ -36,7 +36,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from exporter.simulator.generate import generate_org  # noqa: E402
-from exporter.simulator.server import SimulatorServer  # noqa: E402
+from exporter.simulator.server import (  # noqa: E402
+    REALISTIC_HEADERS,
+    RateLimits,
+    SimulatorServer,
+)
+
+#: throttles as a self-managed GitLab answers them (headers only on the 429, per-route
+#: limits without any, Retry-After of the whole interval, a per-minute Limit), tight
+#: enough to bind now and then
+SOAK_LIMITS = RateLimits(
+    general=(40, 1.0), endpoints={"/users/:id": (8, 2.0)}, **REALISTIC_HEADERS
+)
 
 TOKEN = "soak-token-0123456789"
 TASKS_GAUGE = "gitlab_activity_process_asyncio_tasks"
@@ -97,10 +108,13 @@ async def run_soak(
     time_limit: float = 3600.0,
     kinds: tuple[str, ...] = FAULT_KINDS,
     log: Any = None,
+    limits: RateLimits | None = SOAK_LIMITS,
 ) -> dict[str, Any]:
     """Run the soak; returns a summary with every sample."""
     org = generate_org(seed, users=users, projects=projects, host="127.0.0.1")
-    async with SimulatorServer(org, token=TOKEN, host="127.0.0.1", port=0) as sim:
+    async with SimulatorServer(
+        org, token=TOKEN, host="127.0.0.1", port=0, limits=limits
+    ) as sim:
         sim.faults.fault_rate = fault_rate
         sim.faults.random_kinds = kinds
         sim.faults.slow_delay = 1.5  # slower than the exporter's timeout below
@@ -175,7 +189,8 @@ async def run_soak(
     return _summary(samples, scans=done, elapsed=elapsed, scrapes=scrapes,
                     failed_scrapes=failed_scrapes, exit_code=proc.returncode,
                     stderr=err.decode(errors="replace"), injected=dict(sim.faults.injected),
-                    requests=len(sim.log))
+                    requests=len(sim.log), requests_throttled=sim.log.count(status=429)
+                    - sim.faults.injected.get("429", 0))
 
 
 def _window(samples: list[Sample], start: float, end: float) -> list[Sample]:
@@ -218,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scans", type=int, default=300)
     parser.add_argument("--interval", type=float, default=0.3, help="scan.interval_seconds")
     parser.add_argument("--fault-rate", type=float, default=0.1)
+    parser.add_argument("--no-limits", action="store_true",
+                        help="no rate limits (default: a self-managed GitLab's throttles, "
+                        "answered as GitLab does)")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--projects", type=int, default=60)
     parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between samples")
@@ -227,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run_soak(
         scans=args.scans, interval=args.interval, fault_rate=args.fault_rate,
         users=args.users, projects=args.projects, sample_every=args.sample_every,
-        log=sys.stdout,
+        log=sys.stdout, limits=None if args.no_limits else SOAK_LIMITS,
     ))
     keys = [k for k in result if k not in ("samples", "stderr")]
     print()

@@ -233,7 +233,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Start the built-in GitLab simulator with a generated organisation and "
         "the exporter pointed at it: real metrics and a real leaderboard, no GitLab needed. "
         "People work weekdays in their own time zones and each commit is counted in its "
-        "own offset; two listed users fail on purpose (not_found, api_error).",
+        "own offset. As with a token that is not an admin's, a private profile fails "
+        "(private_profile), and so does a listed user the GitLab does not have (not_found).",
         formatter_class=HelpFormatter,
     )
     simulate = commands.add_parser(
@@ -557,8 +558,10 @@ async def _scan(
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    # a scan cut short by SIGTERM did not run to completion: not exit 0 (see __main__)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a scan cut short by SIGTERM or a hang-up did not run to completion: not exit 0
+    # (see __main__, which catches them while the modules load)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     shard = shard_from_args(args)
     config = _load(args.config_file)
     with terminal_progress(

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,8 +61,14 @@ class EndpointLimit(_Strict):
     period_seconds: float = Field(gt=0, le=DAY)
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
 class GitLabSettings(_Strict):
     url: str
+    # GitLab's commit_email_hostname (admin setting); None: learned from GitLab's web_urls
+    commit_email_hostname: str | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
     # below one request per 100 s nothing finishes; above, there is no pacing to speak of
@@ -70,6 +77,8 @@ class GitLabSettings(_Strict):
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
+    # response bytes read or parsed at once by the whole process (one body may go over)
+    max_bytes_in_flight: int = Field(default=64 * 2**20, ge=1024)
     tls_verify: bool = True
     ca_file: Path | None = None  # PEM CA bundle trusted besides the system's (internal CA)
     # "gitlab.com" (its published limits), "none", or {route template or "all": limit};
@@ -97,6 +106,18 @@ class GitLabSettings(_Strict):
         if self.endpoint_limits is None or self.endpoint_limits == "none":
             return {}
         return {k: (v.requests, v.period_seconds) for k, v in self.endpoint_limits.items()}
+
+    @field_validator("commit_email_hostname")
+    @classmethod
+    def _check_hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hostname = value.strip().casefold()
+        if not _HOSTNAME.match(hostname):
+            raise ValueError(
+                f"{value!r} is not a host name (e.g. users.noreply.gitlab.example.com)"
+            )
+        return hostname
 
     @field_validator("url")
     @classmethod

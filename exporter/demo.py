@@ -5,9 +5,12 @@ The generated people work in a dozen time zones, mostly during their own working
 hours on weekdays, and write each commit in their zone's offset. The demo counts every commit in
 its own offset (``timezone: commit``) with periods that cover the whole day, so the
 split by period and the weekday x hour pictures show local working hours instead of
-one zone's view of everybody. Two people the demo lists fail on purpose, so the page
-shows what a failure looks like: one who does not exist on the GitLab (``not_found``)
-and one whose activity GitLab answers with a broken response (``api_error``).
+one zone's view of everybody.
+
+The organisation is as awkward as a real one seen by a token that is not an admin's
+(private profiles, blocked and renamed users, projects whose code it may not read), and
+the demo lists one person the GitLab does not have: the page shows those users failing
+(``private_profile``, ``not_found``) and those projects skipped, as they would be.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from exporter.config import Config, parse_config
-from exporter.simulator.faults import FaultRule
-from exporter.simulator.generate import generate_org
+from exporter.simulator.generate import Realism, generate_org
 from exporter.simulator.model import Org, User
 from exporter.simulator.server import SimulatorServer
 
 DEMO_TOKEN = "demo-token"
 DEMO_HOST = "127.0.0.1"
+#: the simulated GitLab's external host (in its web_urls and no-reply emails), which is
+#: not where it listens, as behind a proxy or an in-cluster service
+DEMO_EXTERNAL_HOST = "gitlab.demo.example"
 DEMO_TIMEZONE = "commit"  # each commit in its author's own offset
 DEMO_PERIODS = {
     "night": "22:00-08:00",
@@ -33,17 +38,6 @@ DEMO_PERIODS = {
 }
 MISSING_USER = "former.colleague"  # listed in a team, absent from the GitLab: not_found
 TEAM_SIZE = 5  # members of the hand-listed team
-
-
-def broken_user(org: Org) -> User:
-    """The demo user whose push events GitLab answers with a broken response."""
-    return sorted(org.users.values(), key=lambda u: u.id)[1]
-
-
-def demo_faults(org: Org) -> list[FaultRule]:
-    """Faults that make :func:`broken_user` fail every scan with ``api_error``."""
-    user = broken_user(org)
-    return [FaultRule(rf"^/api/v4/users/{user.id}/events$", "wrong_shape_object")]
 
 
 def demo_document(org: Org, url: str, *, interval_seconds: float = 60.0) -> dict[str, Any]:
@@ -94,15 +88,24 @@ def simulator_document(org: Org, url: str, token: str | None) -> dict[str, Any]:
 
 
 def demo_org(seed: int = 7, users: int = 24, projects: int = 80) -> Org:
-    """The demo's organisation: people who work weekdays, local hours."""
-    return generate_org(seed, users=users, projects=projects, host=DEMO_HOST, working_week=True)
+    """The demo's organisation: people who work weekdays, local hours, with what a real
+    organisation has that a token which is not an admin's meets."""
+    return generate_org(
+        seed,
+        users=users,
+        projects=projects,
+        host=DEMO_EXTERNAL_HOST,
+        realism=Realism.typical(users, projects),
+        working_week=True,
+    )
 
 
 @asynccontextmanager
 async def run_demo(seed: int = 7, users: int = 24, projects: int = 80) -> AsyncIterator[Config]:
     """Start the simulator on a free local port; yield a config that scans it."""
     org = demo_org(seed, users, projects)
-    async with SimulatorServer(org, token=DEMO_TOKEN, host=DEMO_HOST, port=0) as sim:
-        for rule in demo_faults(org):
-            sim.faults.add(rule)
+    async with SimulatorServer(
+        org, token=DEMO_TOKEN, host=DEMO_HOST, port=0, admin=False
+    ) as sim:
+        sim.simulator.external_url = f"https://{DEMO_EXTERNAL_HOST}"  # in its page links
         yield parse_config(demo_document(org, sim.url), env={})

@@ -25,6 +25,7 @@ from exporter import __version__
 from exporter.config import Config, reloaded
 from exporter.exposition import SnapshotRegistry
 from exporter.gitlab.api import GitLabApi
+from exporter.gitlab.breaker import ProjectBreaker
 from exporter.gitlab.client import ClientMetrics, GitLabClient
 from exporter.gitlab.door import ConnectionProblem, ServerInfo, client_ssl, probe
 from exporter.gitlab.pacing import RateGate
@@ -123,6 +124,9 @@ class ExporterService:
         )
         metrics = ClientMetrics(self._registry) if self._registry is not None else None
         self._metrics = metrics
+        breaker = ProjectBreaker()
+        if self._registry is not None:
+            self._registry.register(breaker)
         self._client = GitLabClient(
             self._session,
             base_url=gitlab.url,
@@ -132,8 +136,10 @@ class ExporterService:
             timeout_seconds=gitlab.timeout_seconds,
             max_retries=gitlab.max_retries,
             max_body_bytes=gitlab.max_response_bytes,
+            max_bytes_in_flight=gitlab.max_bytes_in_flight,
             metrics=metrics,
             gate=RateGate(gitlab.rate_limits),
+            breaker=breaker,
         )
         self._scanner = Scanner(
             GitLabApi(self._client),
@@ -149,10 +155,12 @@ class ExporterService:
             if saved is not None:  # serve the last numbers at once, resume incrementally
                 self._scanner.store = saved.store
                 self._scanner.discovery.entries = saved.discoveries
+                self._scanner.discovery.hidden = saved.hidden
                 self._scanner.merge_requests = saved.items.get(
                     "merge_requests", self._scanner.merge_requests
                 )
                 self._scanner.issues = saved.items.get("issues", self._scanner.issues)
+                self._scanner.external_host = saved.external_host
                 self._snapshot = saved.snapshot
 
     async def stop(self) -> None:
@@ -301,6 +309,7 @@ class ExporterService:
                     "issues": self._scanner.issues,
                 },
                 shard=self._shard_key,
+                external_host=self._scanner.external_host,
             )
         except (OSError, sqlite3.Error) as exc:
             log.warning("state file not written", path=str(path), error=str(exc))

@@ -187,3 +187,29 @@ async def test_check_config_connect_says_who_the_token_is(
     assert "GitLab 18.1.2-ee" in out
     assert "token of bob (Bob), not an administrator" in out
     assert "private profiles" in out and "Guest" in out
+
+
+async def test_proxies_come_from_the_environment(
+    org: Org, sim: SimulatorServer, aiohttp_raw_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    async def proxy(request: web.BaseRequest) -> web.Response:
+        seen.append(str(request.url))  # a forward proxy receives the absolute URL
+        return web.json_response({"message": "401 Unauthorized"}, status=401)
+
+    server = await aiohttp_raw_server(proxy)
+    monkeypatch.setenv("HTTP_PROXY", str(server.make_url("")).rstrip("/"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    service, _registry = await _scan_door(_doc(org, sim.url))
+    assert seen and seen[0].endswith("/api/v4/user")
+    assert service.connection_problem is not None  # the proxy's answer, not GitLab's
+    assert len(sim.log) == 0
+    # NO_PROXY names the host: straight to GitLab
+    monkeypatch.setenv("NO_PROXY", HOST)
+    seen.clear()
+    service, _registry = await _scan_door(_doc(org, sim.url))
+    assert seen == []
+    assert service.connection_problem is None
+    assert sim.log.count("/user") == 1

@@ -648,7 +648,7 @@ async def test_demo_organisation_in_the_browser() -> None:
                     reasons = {await row.get_attribute("data-user"): await row.locator(
                         "td.status").inner_text() for row in await failed.all()}
                     assert "not_found" in reasons[MISSING_USER]
-                    assert any("api_error" in text for text in reasons.values())
+                    assert any("private_profile" in text for text in reasons.values())
                     assert await failed.first.is_visible()
                     BUILD.mkdir(exist_ok=True)
                     await page.screenshot(path=BUILD / f"demo-leaderboard-{width}.png")

@@ -32,6 +32,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from yarl import URL
 
+from exporter.gitlab.bodies import ByteBudget, Lease, parse_json
+from exporter.gitlab.breaker import ProjectBreaker
 from exporter.gitlab.errors import (
     FAILURE_REASONS,
     ApiError,
@@ -68,6 +70,8 @@ PAGE_BUDGET = 2000
 EVENTS_PAGE_BUDGET = 101
 """GitLab caps an events listing at 10,001 items: 101 pages of 100."""
 MAX_EMPTY_PAGES = 3
+BREAKER_ENDPOINTS = "/projects/:id/repository/"
+"""Reads watched by the project breaker: a project's repository."""
 """Empty pages in a row that still name a next page, before a listing is stopped."""
 MAX_HEADER_WAIT = 15 * 60.0
 """Longest wait taken from ``Retry-After`` / ``RateLimit-Reset``, in seconds."""
@@ -293,6 +297,7 @@ class _Response:
     body: bytes
     content_type: str
     next_url: URL | None
+    lease: Lease | None = None  # the body's bytes in the process' budget, until parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,8 +349,10 @@ class GitLabClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         max_body_bytes: int = 50 * 2**20,
+        max_bytes_in_flight: int = 64 * 2**20,
         rng: random.Random | None = None,
         gate: RateGate | None = None,
+        breaker: ProjectBreaker | None = None,
     ) -> None:
         if not requests_per_second > 0:
             raise ValueError("requests_per_second must be positive")
@@ -373,12 +380,16 @@ class GitLabClient:
         # per-endpoint limits and RateLimit-* headers; waiting here holds no slot
         self.gate = gate if gate is not None else RateGate()
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        #: sets aside projects whose repository reads keep failing
+        self.breaker = breaker
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._max_retries = max_retries
         self._metrics = metrics
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._max_body_bytes = max_body_bytes
+        #: response bytes being read or parsed, for the whole process
+        self.bodies = ByteBudget(max_bytes_in_flight)
         self._rng = rng if rng is not None else random.Random()
         self.request_count = 0
         """Requests sent (every attempt and redirect hop), for tests and benchmarks."""
@@ -424,7 +435,16 @@ class GitLabClient:
         self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
     ) -> Any:
         """GET ``/api/v4`` + ``path`` (already percent-encoded) and return the parsed JSON."""
-        page = await self._fetch(self._url(path, params), endpoint)
+        project = self._project(path, endpoint)
+        retries = None if project is None else self._breaker_retries(project, endpoint)
+        try:
+            page = await self._fetch(self._url(path, params), endpoint, retries)
+        except (ApiError, RequestTimeoutError):
+            if project is not None:
+                self._failed(project)
+            raise
+        if project is not None:
+            self._succeeded(project)
         return page.data
 
     async def paginate(
@@ -453,6 +473,26 @@ class GitLabClient:
         url: URL | None = self._url(path, query)
         if page_budget is None:
             page_budget = EVENTS_PAGE_BUDGET if endpoint.endswith("/events") else PAGE_BUDGET
+        project = self._project(path, endpoint)
+        retries = None if project is None else self._breaker_retries(project, endpoint)
+        try:
+            async for item in self._pages(url, endpoint, max_pages, page_budget, retries):
+                yield item
+        except (ApiError, RequestTimeoutError):
+            if project is not None:
+                self._failed(project)
+            raise
+        if project is not None:
+            self._succeeded(project)
+
+    async def _pages(
+        self,
+        url: URL | None,
+        endpoint: str,
+        max_pages: int | None,
+        page_budget: int,
+        retries: int | None,
+    ) -> AsyncIterator[Any]:
         empty_ends = not endpoint.endswith("/events")  # events pages may be empty midway
         seen: set[tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]] = set()
         empty_run = 0
@@ -465,7 +505,7 @@ class GitLabClient:
                     f"listing longer than {page_budget} pages; stopped", endpoint=endpoint
                 )
             seen.add(key)
-            page = await self._fetch(url, endpoint)
+            page = await self._fetch(url, endpoint, retries)
             data, next_url = page.data, page.next_url
             if max_pages is not None and len(seen) == 1 and (
                 page.total_pages is None or page.total_pages > max_pages
@@ -522,13 +562,33 @@ class GitLabClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "[REDACTED]") if self._token else text
 
-    async def _fetch(self, url: URL, endpoint: str) -> _Page:
+    def _project(self, path: str, endpoint: str) -> int | None:
+        """The project a repository read is of, when a breaker watches such reads."""
+        if self.breaker is None or not endpoint.startswith(BREAKER_ENDPOINTS):
+            return None
+        parts = path.split("/")  # "", "projects", ID, "repository", ...
+        return int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+
+    def _breaker_retries(self, project: int, endpoint: str) -> int | None:
+        assert self.breaker is not None
+        return self.breaker.retries(project, endpoint)
+
+    def _failed(self, project: int) -> None:
+        assert self.breaker is not None
+        self.breaker.failed(project)
+
+    def _succeeded(self, project: int) -> None:
+        assert self.breaker is not None
+        self.breaker.succeeded(project)
+
+    async def _fetch(self, url: URL, endpoint: str, retries: int | None = None) -> _Page:
         attempt = 0
+        limit = self._max_retries if retries is None else min(retries, self._max_retries)
         while True:
             try:
                 return await self._attempt(url, endpoint)
             except _Retry as retry:
-                if attempt >= self._max_retries:
+                if attempt >= limit:
                     raise retry.final from None
                 wait = retry_delay(
                     attempt,
@@ -562,12 +622,19 @@ class GitLabClient:
                         response = await self._follow(url, endpoint, ticket)
             finally:
                 ticket.close()
+        try:
+            return await self._page(response, endpoint)
+        finally:
+            if response.lease is not None:
+                response.lease.release()
+
+    async def _page(self, response: _Response, endpoint: str) -> _Page:
         status = response.status
         if status != 429:
             self.gate.accepted(endpoint)
         if 200 <= status < 300:
             try:
-                data = json.loads(response.body)
+                data = await parse_json(response.body)  # a large list a slice at a time
             except (ValueError, UnicodeDecodeError, RecursionError):  # nesting bomb too
                 raise _Retry(
                     "invalid_body",
@@ -651,7 +718,13 @@ class GitLabClient:
                 self.gate.observe(endpoint, resp.headers)
                 ok = 200 <= resp.status < 300
                 limit = self._max_body_bytes if ok else _ERROR_BODY_BYTES
-                body = await self._read_body(resp, limit, endpoint, strict=ok)
+                lease = self.bodies.lease() if ok else None
+                try:
+                    body = await self._read_body(resp, limit, endpoint, strict=ok, lease=lease)
+                except BaseException:
+                    if lease is not None:
+                        lease.release()
+                    raise
                 next_link = resp.links.get("next") if ok else None
                 next_url = next_link.get("url") if next_link is not None else None
                 return _Response(
@@ -660,6 +733,7 @@ class GitLabClient:
                     body=body,
                     content_type=resp.headers.get("Content-Type", ""),
                     next_url=next_url if isinstance(next_url, URL) else None,
+                    lease=lease,
                 )
         except asyncio.CancelledError:
             code = None  # abandoned by the caller, not an answer from GitLab
@@ -693,9 +767,16 @@ class GitLabClient:
                 self._metrics.duration.labels(endpoint).observe(loop.time() - started)
 
     async def _read_body(
-        self, resp: aiohttp.ClientResponse, limit: int, endpoint: str, *, strict: bool
+        self,
+        resp: aiohttp.ClientResponse,
+        limit: int,
+        endpoint: str,
+        *,
+        strict: bool,
+        lease: Lease | None = None,
     ) -> bytes:
-        """Read at most ``limit`` bytes; over it, fail (``strict``) or truncate."""
+        """Read at most ``limit`` bytes; over it, fail (``strict``) or truncate. With a
+        ``lease``, each chunk waits for room in the process' byte budget."""
         too_large = ApiError(
             f"response body larger than {limit} bytes", endpoint=endpoint, status=resp.status
         )
@@ -705,6 +786,8 @@ class GitLabClient:
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
+            if lease is not None:
+                await lease.take(len(chunk))
             size += len(chunk)
             if size > limit:
                 if strict:

@@ -174,6 +174,9 @@ class RateGate:
         self._held: dict[str, float] = {}  # endpoint -> clock() time a route 429 ends
         self._accepted: dict[str, deque[float]] = {}  # endpoint -> recent answer times
         self._learnt: set[str] = set()  # routes whose window was learnt from a 429
+        # the token-wide limit as a 429 described it: kept to as a sliding window, which
+        # no aligned window of GitLab's can see exceeded, whatever the clocks
+        self._learnt_general: _Window | None = None
         self._disbelieved = False  # an unbelievable reset was logged
         self.waits = 0  # times a request was held back, for logs and tests
 
@@ -196,6 +199,8 @@ class RateGate:
         specific = self._windows.get(endpoint)
         if specific is not None and not any(not self._token_wide(n) for n in names):
             windows.append(specific)
+        if self._learnt_general is not None:
+            windows.append(self._learnt_general)
         return windows
 
     def _fallback_period(self, name: str) -> float:
@@ -360,6 +365,24 @@ class RateGate:
                 budget.period = min(
                     MAX_RESET_AHEAD, max(1.0, budget.size * 60.0 / budget.limit)
                 )
+            if remaining <= 0 and budget.period is not None and self._token_wide(name):
+                self._learn_general(name, budget.size, budget.period)
+
+    def _learn_general(self, name: str, size: float, period: float) -> None:
+        """A 429 of the token-wide limit said how large its window is: keep to it."""
+        learnt = _Window(max(1, math.floor(size)), period)
+        known = self._learnt_general
+        if known is not None and known.limit <= learnt.limit and known.period >= period:
+            return
+        if known is not None:
+            learnt.sent.extend(known.sent)
+        self._learnt_general = learnt
+        log.info(
+            "GitLab's token-wide limit learnt from a 429; pacing under it",
+            limit=name,
+            requests=learnt.limit,
+            period_seconds=round(period, 1),
+        )
 
 
 def header_number(value: str | None) -> float | None:
