@@ -44,6 +44,7 @@ from exporter.snapshot import (
     UserState,
     UserStats,
     frozen_map,
+    settings_of,
 )
 
 log = structlog.get_logger("exporter.scanner")
@@ -168,6 +169,7 @@ class Scanner:
             snapshot,
             projects_skipped=frozen_map(cache.skipped_by_reason()),
             project_read_failures=frozen_map(read_failures),
+            window_end=window.end.timestamp(),
         )
         if self._shard.sharded:
             # one shard (by the same hash on the team's name) reports each team's info
@@ -358,6 +360,8 @@ class Scanner:
                 aliases=MERGE_REQUEST_STATE_ALIASES,
             ),
             issues=count_by_state(issues, window=window, states=ISSUE_STATES),
+            display_name=detail.name,
+            web_url=detail.web_url,
         )
 
 
@@ -478,6 +482,7 @@ def _merge(
             failures=frozen_map(failures),
             last_error=outcome.reason,
             last_error_message=outcome.message,
+            failing_since=before.failing_since if before.last_error is not None else finished,
         )
     total = len(outcomes)
     complete = total == 0 or failed < total
@@ -492,4 +497,5 @@ def _merge(
         last_complete_scan_end=finished if complete else previous.last_complete_scan_end,
         scans_total=previous.scans_total + 1,
         weights=config.score_weights,
+        settings=settings_of(config),
     )

@@ -31,7 +31,7 @@ from exporter.gitlab.door import ConnectionProblem, ServerInfo, client_ssl, prob
 from exporter.gitlab.pacing import RateGate
 from exporter.scanner import ProgressCallback, Scanner, utc_now
 from exporter.sharding import Shard
-from exporter.snapshot import Snapshot
+from exporter.snapshot import Snapshot, settings_of
 from exporter.state import StateLock, claim_state_file, load_state, save_state
 
 log = structlog.get_logger("exporter.service")
@@ -57,7 +57,11 @@ class ExporterService:
         self._registry = registry
         self._warm = False
         self._clock = clock
-        self._snapshot = Snapshot(periods=config.period_table.names, weights=config.score_weights)
+        self._snapshot = Snapshot(
+            periods=config.period_table.names,
+            weights=config.score_weights,
+            settings=settings_of(config),
+        )
         self._progress: tuple[int, int] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._scanner: Scanner | None = None

@@ -45,11 +45,18 @@ from exporter.commit_store import CommitStore, ProjectState
 from exporter.config import Config
 from exporter.discovery import Discovery, DiscoveryCache
 from exporter.gitlab.api import ItemRef, UserDetail
-from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, frozen_map
+from exporter.snapshot import (
+    ScanSummary,
+    Snapshot,
+    UserState,
+    UserStats,
+    frozen_map,
+    settings_of,
+)
 
 log = structlog.get_logger("exporter.state")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # 5: users keep their profile URL
 APPLICATION = "gitlab-activity-exporter"
 APPLICATION_ID = 0x474C4145  # "GLAE", in the SQLite header (PRAGMA application_id)
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -64,7 +71,7 @@ CREATE TABLE commits (
     author_email TEXT NOT NULL, authored TEXT NOT NULL, PRIMARY KEY (project_id, sha));
 CREATE TABLE users (
     key TEXT PRIMARY KEY, id TEXT NOT NULL, username TEXT NOT NULL, name TEXT NOT NULL,
-    state TEXT NOT NULL, public_email TEXT, refreshed_at TEXT NOT NULL);
+    state TEXT NOT NULL, public_email TEXT, refreshed_at TEXT NOT NULL, web_url TEXT NOT NULL);
 CREATE TABLE listings (
     key TEXT NOT NULL, kind TEXT NOT NULL, project_id TEXT NOT NULL, activity TEXT);
 CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
@@ -151,7 +158,11 @@ def _stats_from(data: Any) -> UserStats | None:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(UserStats):
         value = data[f.name]
-        values[f.name] = frozen_map(value) if isinstance(value, dict) else value
+        if isinstance(value, dict):
+            value = frozen_map(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
     return UserStats(**values)
 
 
@@ -169,6 +180,7 @@ def snapshot_to_json(snapshot: Snapshot) -> str:
             "failures": dict(s.failures),
             "last_error": s.last_error,
             "last_error_message": s.last_error_message,
+            "failing_since": s.failing_since,
         }
         for name, s in snapshot.users.items()
     }
@@ -183,6 +195,7 @@ def snapshot_to_json(snapshot: Snapshot) -> str:
             "last_scan": dataclasses.asdict(last) if last is not None else None,
             "last_complete_scan_end": snapshot.last_complete_scan_end,
             "scans_total": snapshot.scans_total,
+            "window_end": snapshot.window_end,
             "projects_skipped": dict(snapshot.projects_skipped),
             "project_read_failures": dict(snapshot.project_read_failures),
         }
@@ -199,6 +212,7 @@ def snapshot_from_json(text: str, config: Config) -> Snapshot:
             failures=frozen_map({str(k): int(v) for k, v in u["failures"].items()}),
             last_error=u["last_error"],
             last_error_message=u["last_error_message"],
+            failing_since=u["failing_since"],
         )
         for name, u in data["users"].items()
     }
@@ -213,6 +227,8 @@ def snapshot_from_json(text: str, config: Config) -> Snapshot:
         last_complete_scan_end=data["last_complete_scan_end"],
         scans_total=int(data["scans_total"]),
         weights=config.score_weights,  # applied when rendering: today's configuration
+        settings=settings_of(config),
+        window_end=data["window_end"],
         projects_skipped=_counts(data.get("projects_skipped")),
         project_read_failures=_counts(data.get("project_read_failures")),
     )
@@ -399,10 +415,10 @@ def _write(
             ),
         )
         conn.executemany(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (key, str(d.user.id), d.user.username, d.user.name, d.user.state,
-                 d.user.public_email, d.refreshed_at.isoformat())
+                 d.user.public_email, d.refreshed_at.isoformat(), d.user.web_url)
                 for key, d in discovery.entries.items()
             ),
         )
@@ -497,12 +513,13 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
         for key, kind, pid, activity in conn.execute("SELECT * FROM listings"):
             listings.setdefault((key, kind), {})[int(pid)] = _dt(activity)
         discoveries: dict[str, Discovery] = {}
-        for key, uid, username, name, state, email, refreshed in conn.execute(
+        for key, uid, username, name, state, email, refreshed, web_url in conn.execute(
             "SELECT * FROM users"
         ):
             discoveries[key] = Discovery(
                 user=UserDetail(
-                    id=int(uid), username=username, name=name, state=state, public_email=email
+                    id=int(uid), username=username, name=name, state=state, public_email=email,
+                    web_url=web_url,
                 ),
                 personal=listings.get((key, "personal"), {}),
                 contributed=listings.get((key, "contributed"), {}),

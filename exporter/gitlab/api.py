@@ -51,6 +51,7 @@ class UserDetail:
     name: str
     state: str
     public_email: str | None
+    web_url: str = ""  # the profile page
     #: GitLab left out the profile fields (a private profile, or a blocked or unconfirmed
     #: user, seen by a token that is not an admin's): the user's lists are hidden too
     profile_hidden: bool = False
@@ -199,6 +200,7 @@ class GitLabApi:
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
             public_email=public_email.strip() or None if public_email is not None else None,
+            web_url=shape.opt_str(obj, "web_url") or "",
             # every profile GitLab shows carries created_at (whatever else it hides)
             profile_hidden="created_at" not in obj,
         )

@@ -137,6 +137,21 @@ def _dt(ts: int, offset: int) -> datetime:
     return datetime.fromtimestamp(ts, _TZ.get(offset) or timezone(timedelta(minutes=offset)))
 
 
+def _weekday_of(ts: int, local_day: int, lo: int, hi: int) -> int:
+    """``ts``, on a local Saturday or Sunday (``local_day``: the local midnight, as if
+    UTC), moved to the nearest weekday (Saturday to Friday, Sunday to Monday), else to
+    the other one, within ``[lo, hi]``."""
+    weekday = (local_day // 86400 + 3) % 7  # 1970-01-01 was a Thursday
+    if weekday < 5:
+        return ts
+    shifts = (-1, 2) if weekday == 5 else (1, -2)
+    for shift in shifts:
+        moved = ts + shift * 86400
+        if lo <= moved <= hi:
+            return moved
+    return ts
+
+
 def _utc(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -160,8 +175,10 @@ class _Gen:
         now: datetime,
         lookback_days: float,
         host: str,
+        working_week: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
+        self.working_week = working_week
         self.n_users = max(1, n_users)
         self.n_projects = max(1, n_projects)
         self.now = now
@@ -453,6 +470,8 @@ class _Gen:
             local = ts + offset * 60
             day = local - local % 86400
             cand = day + _ri(rng, 8 * 3600, 19 * 3600) - offset * 60
+            if self.working_week:
+                cand = _weekday_of(cand, day, lo, hi)
             if lo <= cand <= hi:
                 ts = cand
         return ts
@@ -764,6 +783,7 @@ class _Gen:
 def generate_org(
     seed: int,
     *,
+    working_week: bool = False,  # working-hours commits on local weekdays only
     users: int = 20,
     projects: int = 60,
     now: datetime | None = None,
@@ -790,7 +810,9 @@ def generate_org(
         raise ValueError("now must be an aware datetime")
     if history_commits < 0:
         raise ValueError("history_commits must not be negative")
-    org = _Gen(seed, users, projects, now.astimezone(UTC), lookback_days, host).build()
+    org = _Gen(
+        seed, users, projects, now.astimezone(UTC), lookback_days, host, working_week
+    ).build()
     if history_commits:
         _add_history(org, seed, history_commits, now - timedelta(days=lookback_days))
         org.reindex()

@@ -1277,13 +1277,17 @@ async def serve_simulator(
     latency_ms: float,
     fault_rate: float,
     token: str,
+    on_started: Callable[[Org, str], None] | None = None,
 ) -> None:
-    """Generate an organisation and serve it until cancelled (the ``simulate`` command)."""
+    """Generate an organisation and serve it until cancelled (the ``simulate`` command).
+    ``on_started`` gets the organisation and the simulator's URL once it listens."""
     from exporter.simulator.generate import generate_org
 
     org = generate_org(seed, users=users, projects=projects)
     faults = Faults(latency_ms=latency_ms, fault_rate=fault_rate, seed=seed)
     async with SimulatorServer(org, token=token, host=host, port=port, faults=faults) as sim:
+        if on_started is not None:
+            on_started(org, sim.url)
         sample = ", ".join(sorted(u.username for u in org.users.values())[:5])
         print(
             f"GitLab simulator listening on {sim.url} (API at {sim.url}{API})\n"

@@ -26,6 +26,7 @@ class ExpectedUser:
     projects: dict[str, int]  # "personal", "contributed", "active"
     merge_requests: dict[str, int]  # "opened", "merged", "closed" ("locked" is "opened")
     issues: dict[str, int]  # "opened", "closed"
+    authored: tuple[datetime, ...] = ()  # authored_date of each of the counted commits
 
 
 def _minutes(text: str) -> int:
@@ -265,5 +266,6 @@ def expected_activity(
             },
             merge_requests=mrs,
             issues=issues,
+            authored=tuple(sorted(shas.values())),
         )
     return result
