@@ -1,10 +1,10 @@
-# syntax=docker/dockerfile:1
-# gitlab-activity-exporter container image.
+# gitlab-activity-exporter container image. Build it with BuildKit (Docker's default
+# builder since 23.0; `docker buildx build` elsewhere): the install step mounts the wheels.
 #
 #   docker build -t gitlab-activity-exporter .
 #   docker run --read-only -p 9842:9842 -e GITLAB_TOKEN \
 #     -v "$PWD/config.yml:/etc/gitlab-activity-exporter/config.yml:ro" gitlab-activity-exporter
-#   docker run --read-only -p 9842:9842 gitlab-activity-exporter demo
+#   docker run --read-only -p 9842:9842 gitlab-activity-exporter demo --web.listen-address :9842
 #
 # docs/deploy.md has the whole way: build, push, run with Docker or install with Helm.
 # The build and install steps are replayed by tests/test_dockerfile.py, so keep the

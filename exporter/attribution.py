@@ -8,8 +8,8 @@ from datetime import datetime, tzinfo
 from typing import Protocol, TypeVar
 
 from exporter.matching import Identity
-from exporter.periods import PeriodTable, period_of
-from exporter.snapshot import UserStats, frozen_map
+from exporter.periods import PeriodTable, local_time
+from exporter.snapshot import WEEK_HOURS, UserStats, frozen_map
 
 T = TypeVar("T")
 COMMITS_PER_STEP = 2000  # commits looked at between two pauses of attribute_steps
@@ -100,13 +100,16 @@ def attribute_steps(
     """Count the user's distinct commits (by SHA) in the window, per period and per project kind.
 
     A SHA found in several projects (forks) counts once; every project it was found in
-    counts as active.
+    counts as active. The same commits are counted by local weekday and hour and by
+    local date, local as for the periods.
 
     A generator: it pauses (yields) every :data:`COMMITS_PER_STEP` commits looked at, so
     an event loop can run other work between steps; its return value is the numbers.
     """
     seen: set[str] = set()
     periods: dict[str, int] = dict.fromkeys(table.names, 0)
+    hours = [0] * WEEK_HOURS
+    days: dict[str, int] = {}
     active = 0
     looked_at = 0
     for project_id in sorted(projects.all):
@@ -123,8 +126,11 @@ def attribute_steps(
             if sha in seen:
                 continue
             seen.add(sha)
-            name = period_of(authored, zone, table)
-            periods[name] += 1
+            local = local_time(authored, zone)
+            periods[table.period_of_minute(local.hour * 60 + local.minute)] += 1
+            hours[local.weekday() * 24 + local.hour] += 1
+            day = local.date().isoformat()
+            days[day] = days.get(day, 0) + 1
         active += found_here
     return UserStats(
         commits=len(seen),
@@ -136,6 +142,8 @@ def attribute_steps(
                 "active": active,
             }
         ),
+        hours=tuple(hours),
+        days=frozen_map(dict(sorted(days.items()))),
     )
 
 

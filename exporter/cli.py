@@ -15,7 +15,9 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn, TextIO
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import structlog
 from aiohttp import web
@@ -23,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.collectors import build_registry
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import Config, ConfigError, did_you_mean, load_config
 from exporter.logs import configure_logging, register_secret
 from exporter.output import render
 from exporter.processmetrics import register_process_collectors
@@ -40,9 +42,13 @@ from exporter.webserver import (
     quiet_accept_errors,
 )
 
+if TYPE_CHECKING:
+    from exporter.simulator.model import Org
+
 log = structlog.get_logger("exporter.cli")
 
 DEFAULT_LISTEN = "0.0.0.0:9842"
+DEMO_LISTEN = "127.0.0.1:9842"  # the demo is for the person at this machine
 SHUTDOWN_GRACE_SECONDS = 3.0
 SHUTDOWN_DEADLINE_SECONDS = 4.5
 """After the first signal, the process exits by this time even if cleanup hangs."""
@@ -50,8 +56,30 @@ EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("serve", "scan", "check-config", "demo", "simulate")
 
 
+SIMULATOR_TOKEN = "simulator-token"
+
+
 class UsageError(Exception):
     """Bad input on the command line; exit 2 with the message."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default:" in text
+            or "%(default)" in text
+            or not action.option_strings
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or isinstance(action, argparse._VersionAction | argparse._HelpAction)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -70,33 +98,41 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="log_level",
         default="info",
         choices=("debug", "info", "warning", "error"),
-        help="lowest level logged (default: info)",
+        help="lowest level logged",
     )
     common.add_argument(
         "--log.format",
         dest="log_format",
         default="console",
         choices=("console", "json"),
-        help="log line format (default: console)",
+        help="log line format: console for people, json for log collectors",
     )
     config_flag = argparse.ArgumentParser(add_help=False)
     config_flag.add_argument(
-        "--config.file", dest="config_file", required=True, help="YAML configuration file"
+        "--config.file",
+        dest="config_file",
+        required=True,
+        metavar="FILE",
+        help="YAML configuration file (required)",
     )
     listen_flag = argparse.ArgumentParser(add_help=False)
     listen_flag.add_argument(
         "--web.listen-address",
         dest="listen",
         default=DEFAULT_LISTEN,
-        help=f"address for /metrics and the landing page (default: {DEFAULT_LISTEN})",
+        metavar="HOST:PORT",
+        help="address for /metrics, the landing page and the leaderboard "
+        "(:PORT listens on every interface)",
     )
-    listen_flag.add_argument(
+    web_config_flag = argparse.ArgumentParser(add_help=False)
+    web_config_flag.add_argument(
         "--web.config.file",
         dest="web_config_file",
         default=None,
+        metavar="FILE",
         help="YAML file enabling TLS and/or basic auth (Prometheus exporter-toolkit format)",
     )
-    listen_flag.add_argument(
+    web_config_flag.add_argument(  # serve and demo
         "--web.max-connections",
         dest="max_connections",
         type=int,
@@ -105,20 +141,32 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default: from the open-file limit)",
     )
 
+    demo_listen_flag = argparse.ArgumentParser(add_help=False)
+    demo_listen_flag.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEMO_LISTEN,
+        metavar="HOST:PORT",
+        help="address for /metrics, the landing page and the leaderboard "
+        "(:PORT listens on every interface, as a container needs)",
+    )
+
     shard_flags = argparse.ArgumentParser(add_help=False)
     shard_flags.add_argument(
         "--shard.index",
         dest="shard_index",
         type=int,
         default=None,
-        help="this instance's shard, 0 .. count-1 (default 0)",
+        metavar="N",
+        help="this instance's shard, 0 .. count-1 (default: 0)",
     )
     shard_flags.add_argument(
         "--shard.count",
         dest="shard_count",
         type=int,
         default=1,
-        help="number of shards the users are split into (default 1: no sharding)",
+        metavar="M",
+        help="number of shards the users are split into (1: no sharding)",
     )
     shard_flags.add_argument(
         "--shard.from-hostname",
@@ -130,26 +178,47 @@ def _build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="gitlab-activity-exporter",
-        description="Prometheus exporter for per-user GitLab activity.",
+        description="Prometheus exporter for per-user GitLab activity: commits by local "
+        "time of day, projects, merge requests, issues, a leaderboard, and scan failures.",
+        epilog="Run 'gitlab-activity-exporter COMMAND --help' for a command's options; "
+        "'demo' shows everything against a built-in GitLab simulator.",
         parents=[common],
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "serve",
-        parents=[common, config_flag, listen_flag, shard_flags],
+        parents=[common, config_flag, listen_flag, web_config_flag, shard_flags],
         help="run the exporter (default)",
+        description="Scan GitLab every scan.interval_seconds and serve the latest numbers "
+        "on /metrics, a landing page on /, the leaderboard on /leaderboard, and "
+        "/-/healthy and /-/ready. SIGTERM or SIGINT stops it.",
+        formatter_class=HelpFormatter,
     )
     scan = commands.add_parser(
         "scan",
         parents=[common, config_flag, shard_flags],
         help="scan once, print the result, exit",
+        description="Scan once, print the result to stdout and exit: 0 when the scan ran "
+        "(even if some users failed; their failures are in the output), 1 when no user "
+        "could be scanned.",
+        formatter_class=HelpFormatter,
     )
     scan.add_argument(
-        "--output", default="table", choices=("table", "json", "csv", "prometheus")
+        "--output",
+        default="table",
+        choices=("table", "json", "csv", "prometheus"),
+        help="table: the leaderboard for people; json and csv: for scripts; prometheus: "
+        "exactly what /metrics would serve after this scan",
     )
     check = commands.add_parser(
-        "check-config", parents=[common, config_flag], help="validate the configuration"
+        "check-config",
+        parents=[common, config_flag],
+        help="validate the configuration",
+        description="Validate the configuration file and exit 0, or print what is wrong "
+        "(naming the key) and exit 2; with --connect also reach GitLab once.",
+        formatter_class=HelpFormatter,
     )
     check.add_argument(
         "--connect",
@@ -159,28 +228,95 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "demo",
-        parents=[common, listen_flag],
+        parents=[common, demo_listen_flag, web_config_flag],
         help="run the exporter against a built-in GitLab simulator",
+        description="Start the built-in GitLab simulator with a generated organisation and "
+        "the exporter pointed at it: real metrics and a real leaderboard, no GitLab needed. "
+        "People work weekdays in their own time zones and each commit is counted in its "
+        "own offset. As with a token that is not an admin's, a private profile fails "
+        "(private_profile), and so does a listed user the GitLab does not have (not_found).",
+        formatter_class=HelpFormatter,
     )
     simulate = commands.add_parser(
-        "simulate", parents=[common], help="run only the GitLab simulator"
+        "simulate",
+        parents=[common],
+        help="run only the GitLab simulator",
+        description="Serve a generated organisation through GitLab's API (under /api/v4) "
+        "until stopped; --write-config writes a configuration that scans it.",
+        formatter_class=HelpFormatter,
     )
-    simulate.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on")
-    simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--users", type=int, default=20)
-    simulate.add_argument("--projects", type=int, default=60)
-    simulate.add_argument("--latency-ms", dest="latency_ms", type=float, default=0.0)
-    simulate.add_argument("--fault-rate", dest="fault_rate", type=float, default=0.0)
-    simulate.add_argument("--token", default=os.environ.get("GITLAB_TOKEN", "simulator-token"))
+    simulate.add_argument(
+        "--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="address to serve on"
+    )
+    simulate.add_argument(
+        "--seed", type=int, default=1, help="organisation seed: the same seed, the same people"
+    )
+    simulate.add_argument("--users", type=int, default=20, help="people in the organisation")
+    simulate.add_argument("--projects", type=int, default=60, help="projects in it")
+    simulate.add_argument(
+        "--latency-ms",
+        dest="latency_ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="added to every response",
+    )
+    simulate.add_argument(
+        "--fault-rate",
+        dest="fault_rate",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="share of requests (0..1) answered with a random fault (5xx, 429, reset, bad JSON)",
+    )
+    simulate.add_argument(
+        "--token",
+        default=os.environ.get("GITLAB_TOKEN") or SIMULATOR_TOKEN,
+        help="the token the simulator accepts (default: $GITLAB_TOKEN, else "
+        f"{SIMULATOR_TOKEN})",
+    )
+    simulate.add_argument(
+        "--write-config",
+        dest="write_config",
+        default=None,
+        metavar="FILE",
+        help="write a configuration that scans the simulated organisation (its groups as "
+        "teams, every user) to FILE once the simulator listens",
+    )
     return parser
 
 
+FLAGS_WITHOUT_VALUE = frozenset({"--shard.from-hostname", "--connect"})
+
+
+def _first_word(args: Sequence[str]) -> str | None:
+    """The first argument that is neither a flag nor a flag's value."""
+    value_next = False
+    for arg in args:
+        if value_next:
+            value_next = False
+        elif arg == "--":
+            return None
+        elif arg.startswith("-"):
+            value_next = "=" not in arg and arg not in FLAGS_WITHOUT_VALUE
+        else:
+            return arg
+    return None
+
+
 def _normalise_argv(argv: Sequence[str]) -> list[str]:
-    """``serve`` is the default command: insert it when none is given."""
+    """``serve`` is the default command: insert it when none is given. A word that is
+    no command is a :class:`UsageError` naming the closest command."""
     args = list(argv)
     if any(a in ("-h", "--help", "--version") for a in args):
         return args
-    if not any(a in COMMANDS for a in args):
+    word = _first_word(args)
+    if word is not None and word not in COMMANDS:
+        raise UsageError(
+            f"unknown command {word!r}{did_you_mean(word, COMMANDS)} "
+            f"(commands: {', '.join(COMMANDS)}; see --help)"
+        )
+    if word is None:
         args.insert(0, "serve")
     return args
 
@@ -422,8 +558,10 @@ async def _scan(
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    # a scan cut short by SIGTERM did not run to completion: not exit 0 (see __main__)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a scan cut short by SIGTERM or a hang-up did not run to completion: not exit 0
+    # (see __main__, which catches them while the modules load)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     shard = shard_from_args(args)
     config = _load(args.config_file)
     with terminal_progress(
@@ -478,7 +616,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 host,
                 port,
                 on_started=lambda address: print(
-                    f"demo exporter on {address}/metrics (GitLab simulator at {config.gitlab.url})",
+                    f"demo exporter on {address}: open {address}/leaderboard, or scrape "
+                    f"{address}/metrics (GitLab simulator at {config.gitlab.url})",
                     flush=True,
                 ),
                 web_config=web_config,
@@ -501,6 +640,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.latency_ms < 0:
         raise UsageError("--latency-ms must not be negative")
     register_secret(args.token)
+    on_started = None
+    if args.write_config:
+        # the simulator's own default token is no secret; a token from the environment
+        # stays there (the configuration then reads GITLAB_TOKEN)
+        in_file = args.token if args.token == SIMULATOR_TOKEN else None
+        on_started = partial(_write_simulator_config, Path(args.write_config), in_file)
 
     async def _run() -> None:
         task = asyncio.ensure_future(
@@ -513,6 +658,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 latency_ms=args.latency_ms,
                 fault_rate=args.fault_rate,
                 token=args.token,
+                on_started=on_started,
             )
         )
         loop = asyncio.get_running_loop()
@@ -523,6 +669,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     asyncio.run(_run())
     return EXIT_OK
+
+
+def _write_simulator_config(path: Path, token: str | None, org: Org, url: str) -> None:
+    """Write a configuration scanning ``org`` at ``url`` to ``path``; say what is in it."""
+    import yaml
+
+    from exporter.demo import simulator_document
+
+    document = simulator_document(org, url, token)
+    header = (
+        "# gitlab-activity-exporter configuration for the GitLab simulator"
+        f" (seed organisation at {url}).\n"
+        + ("" if token else "# The token comes from the GITLAB_TOKEN environment variable.\n")
+    )
+    try:
+        path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--write-config: cannot write {str(path)!r}: {exc.strerror}") from None
+    groups = ", ".join(t["group"] for t in document["teams"])
+    print(
+        f"configuration written to {path}: {len(document['teams'])} teams from the groups"
+        f" ({groups}), {len(document['users'])} users.\n"
+        f"  scan it: gitlab-activity-exporter scan --config.file {path}",
+        flush=True,
+    )
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -541,7 +712,11 @@ def _fail(message: str) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(_normalise_argv(sys.argv[1:] if argv is None else argv))
+    try:
+        words = _normalise_argv(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        _fail(str(exc))
+    args = parser.parse_args(words)
     configure_logging(args.log_level, args.log_format)
     try:
         return HANDLERS[args.command](args)

@@ -23,12 +23,20 @@ when first seen and then whenever a scanned user pushes to them again.
 Commits committed long before they were pushed lie behind the watermark: when a new
 push's head commit is not among what the incremental read returned (or a bulk push names
 none), the project's whole window is read again.
+
+One project's failure stays that project's. A repository the token may not read (403:
+it sees the project, not its code), one that does not exist (404 ``Repository``) or a
+project gone since it was listed is *skipped*: it has no commits for anyone and is
+counted by reason (:data:`SKIP_REASONS`). Any other failed read keeps the project's last
+good commits for this scan and is counted by the error's reason; only a project never
+read successfully fails the users who need it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,7 +47,7 @@ import structlog
 
 from exporter.attribution import CommitLike, Window
 from exporter.gitlab.api import CommitRecord, GitLabApi, Push
-from exporter.gitlab.errors import NotFoundError
+from exporter.gitlab.errors import GitLabError, NotFoundError, UnauthorizedError
 
 log = structlog.get_logger("exporter.commit_store")
 
@@ -48,6 +56,19 @@ PREFETCH_BATCH = 64
 
 ACTIVITY_LAG = timedelta(hours=1)
 """GitLab updates a project's ``last_activity_at`` at most this often."""
+
+SKIP_REASONS: Final = ("forbidden", "no_repository", "not_found")
+"""Why a project's commits are not read: the token may not read its code (403), it
+has no repository (404 ``Repository``), it is gone or hidden since it was listed (404)."""
+
+
+def skip_reason(error: GitLabError) -> str | None:
+    """The :data:`SKIP_REASONS` entry for a failed commit read, or ``None``: a failure."""
+    if isinstance(error, UnauthorizedError) and error.status == 403:
+        return "forbidden"
+    if isinstance(error, NotFoundError):
+        return "no_repository" if "repository" in error.detail.casefold() else "not_found"
+    return None
 
 
 def _norm(value: str) -> str:
@@ -70,6 +91,7 @@ class ProjectState:
     watermark: datetime | None  # newest committer date seen
     pushed: datetime | None = None  # latest push event known at that fetch
     commits: dict[str, StoredCommit] = field(default_factory=dict)
+    skipped: str | None = None  # one of SKIP_REASONS when the last read was refused
 
 
 PushHead = tuple[datetime, str | None]
@@ -188,6 +210,7 @@ class CommitStore:
         state.fetched_at = fetched_at
         state.activity = _latest(state.activity, activity)
         state.pushed = _latest(state.pushed, pushed)
+        state.skipped = None
         added = 0
         for record in records:
             committed = record.committed_date or record.authored_date
@@ -203,6 +226,22 @@ class CommitStore:
             )
             added += 1
         return added
+
+    def skip(
+        self,
+        project_id: int,
+        reason: str,
+        *,
+        fetched_at: datetime,
+        activity: datetime | None,
+        pushed: datetime | None = None,
+    ) -> None:
+        """The project's read was refused (``reason``): no commits, asked again when
+        something says it changed."""
+        state = ProjectState(fetched_at=fetched_at, activity=activity, watermark=None)
+        state.pushed = pushed
+        state.skipped = reason
+        self.projects[project_id] = state
 
     def retain(self, project_ids: Iterable[int]) -> int:
         """Forget projects no scanned user works in any more; returns how many."""
@@ -279,12 +318,19 @@ class IncrementalCommits:
         self.requests_planned = 0
         self.projects_skipped = 0
         self.full_rereads = 0
+        #: failed reads of projects that kept their last good commits, by reason
+        self.read_failures: Counter[str] = Counter()
         if not self._waiting:
             self._start()
 
     @property
     def projects_fetched(self) -> int:
         return self.requests_planned
+
+    @property
+    def started(self) -> bool:
+        """Every user has arrived (its discovery done or failed)."""
+        return self._started
 
     def arrive(self, username: str, hints: Mapping[int, ProjectHint] | None) -> None:
         """The user's discovery is done (``hints``) or failed (``None``); idempotent."""
@@ -389,12 +435,8 @@ class IncrementalCommits:
                 # carry older committer dates (pushed late); read the whole window
                 self.full_rereads += 1
                 records = await self._api.project_commits(project_id, window.start)
-        except NotFoundError:
-            # A listed project without a visible repository (disabled, empty, or
-            # gone since listing) has no commits for anyone.
-            log.debug("project has no visible repository", project_id=project_id)
-            records = []
-            state = None
+        except GitLabError as exc:
+            return self._refused(project_id, state, hint, exc)
         store.merge(
             project_id,
             records,
@@ -405,6 +447,49 @@ class IncrementalCommits:
             replace=state is None,
         )
         return store.commits(project_id)
+
+    def _refused(
+        self,
+        project_id: int,
+        state: ProjectState | None,
+        hint: ProjectHint,
+        error: GitLabError,
+    ) -> Sequence[StoredCommit]:
+        """A failed read: skipped, last good commits kept, or (never read) raised."""
+        reason = skip_reason(error)
+        if reason is not None:
+            if state is None or state.skipped != reason:  # logged when it starts
+                log.info(
+                    "project skipped", project_id=project_id, reason=reason, error=str(error)
+                )
+            self._store.skip(
+                project_id,
+                reason,
+                fetched_at=self._now,
+                activity=hint.activity,
+                pushed=hint.pushed_at,
+            )
+            return ()
+        if state is None:
+            raise error  # never read: the users who need it fail with it
+        self.read_failures[error.reason] += 1
+        log.warning(
+            "project read failed; keeping its last good commits",
+            project_id=project_id,
+            reason=error.reason,
+            error=str(error),
+            kept=len(state.commits),
+        )
+        return self._store.commits(project_id)
+
+    def skipped_by_reason(self) -> Counter[str]:
+        """This scan's projects whose read was refused, by reason."""
+        projects = self._store.projects
+        return Counter(
+            state.skipped
+            for pid in self._decided
+            if (state := projects.get(pid)) is not None and state.skipped is not None
+        )
 
     def _late_push(
         self,

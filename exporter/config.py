@@ -7,13 +7,15 @@ Defaults are documented in the README's configuration section.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
+import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -59,8 +61,14 @@ class EndpointLimit(_Strict):
     period_seconds: float = Field(gt=0, le=DAY)
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
 class GitLabSettings(_Strict):
     url: str
+    # GitLab's commit_email_hostname (admin setting); None: learned from GitLab's web_urls
+    commit_email_hostname: str | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
     # below one request per 100 s nothing finishes; above, there is no pacing to speak of
@@ -98,6 +106,18 @@ class GitLabSettings(_Strict):
         if self.endpoint_limits is None or self.endpoint_limits == "none":
             return {}
         return {k: (v.requests, v.period_seconds) for k, v in self.endpoint_limits.items()}
+
+    @field_validator("commit_email_hostname")
+    @classmethod
+    def _check_hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hostname = value.strip().casefold()
+        if not _HOSTNAME.match(hostname):
+            raise ValueError(
+                f"{value!r} is not a host name (e.g. users.noreply.gitlab.example.com)"
+            )
+        return hostname
 
     @field_validator("url")
     @classmethod
@@ -222,12 +242,52 @@ class Config:
         return tuple(seen.values())
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a mistyped ``word``,
+    or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _model_of(annotation: Any) -> Any:
+    """The model, list or dict type inside ``annotation`` (``X | None`` unwrapped)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (list, dict):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _keys_at(location: Sequence[int | str]) -> tuple[str, ...]:
+    """The keys the configuration allows where ``location`` (key path) points."""
+    current: Any = FileSettings
+    for part in location:
+        current = _model_of(current)
+        if current is None:
+            return ()
+        if get_origin(current) in (list, dict):
+            current = get_args(current)[-1]  # ``part`` is an index or a map key
+        elif isinstance(part, str) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            return ()
+    model = _model_of(current)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return tuple(model.model_fields)
+    return ()
+
+
 def _format_validation_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{location}: unknown key"
+        *parent, key = error["loc"]
+        return f"{location}: unknown key" + did_you_mean(str(key), _keys_at(parent))
     if kind == "missing":
         return f"{location}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")

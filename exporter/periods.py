@@ -131,7 +131,12 @@ def resolve_zone(name: str) -> tzinfo | None:
         raise ValueError(f"unknown time zone {name!r}") from exc
 
 
+def local_time(moment: datetime, zone: tzinfo | None) -> datetime:
+    """An aware ``moment`` in ``zone``, or in its own offset when ``None``."""
+    return moment if zone is None else moment.astimezone(zone)
+
+
 def period_of(moment: datetime, zone: tzinfo | None, table: PeriodTable) -> str:
     """The period of an aware ``moment`` in ``zone`` (or in its own offset when ``None``)."""
-    local = moment if zone is None else moment.astimezone(zone)
+    local = local_time(moment, zone)
     return table.period_of_minute(local.hour * 60 + local.minute)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -31,8 +32,8 @@ from exporter.commit_store import CommitStore, IncrementalCommits, ProjectHint
 from exporter.config import Config
 from exporter.discovery import DiscoveryCache
 from exporter.gitlab.api import GitLabApi, Push
-from exporter.gitlab.errors import GitLabError, NotFoundError
-from exporter.matching import Identity
+from exporter.gitlab.errors import GitLabError, NotFoundError, PrivateProfileError
+from exporter.matching import Identity, shared_names
 from exporter.periods import resolve_zone
 from exporter.sharding import Shard
 from exporter.snapshot import (
@@ -43,6 +44,7 @@ from exporter.snapshot import (
     UserState,
     UserStats,
     frozen_map,
+    settings_of,
 )
 
 log = structlog.get_logger("exporter.scanner")
@@ -81,7 +83,10 @@ class Scanner:
         self._on_progress = on_progress
         self._zone = resolve_zone(config.scan.timezone)
         self._host = config.gitlab.host
+        #: GitLab's external host as its web_urls name it (the no-reply emails' host)
+        self.external_host: str | None = None
         self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
+        self._shared_logged: set[str] = set()  # shared names already logged
         # kept between scans: commits in the window, and who users are / what they list
         self.store = CommitStore()
         self.merge_requests = AuthoredItemStore()
@@ -89,6 +94,9 @@ class Scanner:
         self._cpu_turn = asyncio.Semaphore(1)
         self.discovery = DiscoveryCache(
             api, timedelta(seconds=config.scan.discovery_interval_seconds)
+        )
+        self._ambiguous = _SharedNames(
+            self.discovery, (), ready=lambda: False, logged=self._shared_logged
         )
 
     def reconfigure(self, config: Config) -> None:
@@ -128,6 +136,9 @@ class Scanner:
             workers=2 * self._config.gitlab.max_concurrency,
         )
         items = self._authored_items(window, now, usernames)
+        self._ambiguous = _SharedNames(
+            self.discovery, usernames, ready=lambda: cache.started, logged=self._shared_logged
+        )
         progress = _Progress(len(usernames), self._on_progress)
         tasks: list[asyncio.Task[UserOutcome]] = []
         try:
@@ -152,6 +163,14 @@ class Scanner:
             items.close()
         finished = time.time()
         snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
+        read_failures = Counter(previous.project_read_failures)
+        read_failures.update(cache.read_failures)
+        snapshot = replace(
+            snapshot,
+            projects_skipped=frozen_map(cache.skipped_by_reason()),
+            project_read_failures=frozen_map(read_failures),
+            window_end=window.end.timestamp(),
+        )
         if self._shard.sharded:
             # one shard (by the same hash on the team's name) reports each team's info
             snapshot = replace(
@@ -169,6 +188,18 @@ class Scanner:
             seconds=round(summary.duration, 3),
         )
         return snapshot
+
+    def _learn_external_host(self, host: str | None) -> None:
+        """GitLab names its external host in every web_url; no-reply emails use it."""
+        if host is None or host == self.external_host:
+            return
+        self.external_host = host
+        if self._config.gitlab.commit_email_hostname is None:
+            log.info(
+                "no-reply commit emails matched on GitLab's external host",
+                commit_email_hostname=f"users.noreply.{host}",
+                gitlab_url_host=self._host,
+            )
 
     def _authored_items(
         self, window: Window, now: datetime, usernames: Sequence[str]
@@ -231,6 +262,8 @@ class Scanner:
             stats = await self._scan_user(username, window, cache, items)
             return UserOutcome(username, stats)
         except GitLabError as exc:
+            if isinstance(exc, PrivateProfileError):
+                cache.arrive(username, {})  # known to list nothing the token can read
             return UserOutcome(username, None, exc.reason, str(exc))
         except Exception as exc:  # isolation: one user's bug never fails the scan
             log.exception("user scan crashed", user=username)
@@ -243,6 +276,7 @@ class Scanner:
         self, username: str, window: Window, cache: IncrementalCommits, items: _ScanItems
     ) -> UserStats:
         found = await self.discovery.get(username, window.end)
+        self._learn_external_host(found.external_host)
         detail = found.user
         try:
             listed, merge_requests, issues = await asyncio.gather(
@@ -290,9 +324,11 @@ class Scanner:
             user_id=detail.id,
             username=detail.username,
             display_name=detail.name,
-            host=self._host,
+            host=self.external_host or self._host,
+            commit_email_hostname=self._config.gitlab.commit_email_hostname,
             public_email=detail.public_email,
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
+            ambiguous_names=self._ambiguous.get() if any(fetched) else (),
         )
         # one user's counting at a time: thousands of users whose commits are ready at
         # once take turns with everything else on the event loop instead of stalling it
@@ -324,7 +360,53 @@ class Scanner:
                 aliases=MERGE_REQUEST_STATE_ALIASES,
             ),
             issues=count_by_state(issues, window=window, states=ISSUE_STATES),
+            display_name=detail.name,
+            web_url=detail.web_url,
         )
+
+
+class _SharedNames:
+    """One scan's names (display names and usernames) that several scanned users share:
+    they identify none of them. Known once every user's discovery is done; each shared
+    name is logged once per process."""
+
+    def __init__(
+        self,
+        discovery: DiscoveryCache,
+        usernames: Sequence[str],
+        *,
+        ready: Callable[[], bool],
+        logged: set[str],
+    ) -> None:
+        self._discovery = discovery
+        self._keys = {u.casefold() for u in usernames}
+        self._ready = ready
+        self._logged = logged
+        self._names: frozenset[str] | None = None
+
+    def get(self) -> frozenset[str]:
+        if self._names is not None:
+            return self._names
+        entries = self._discovery.entries
+        people = [
+            (d.user.username, d.user.name) for k, d in entries.items() if k in self._keys
+        ]
+        people += [
+            (u.username, u.name) for k, (u, _) in self._discovery.hidden.items() if k in self._keys
+        ]
+        found = shared_names(people)
+        names = frozenset(found)
+        if self._ready():  # complete: keep it, and say once what is not used
+            self._names = names
+            for name in sorted(names - self._logged):
+                log.warning(
+                    "a name shared by scanned users identifies none of them; "
+                    "not used to match commits",
+                    name=name,
+                    users=list(found[name]),
+                )
+            self._logged.update(names)
+        return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +482,7 @@ def _merge(
             failures=frozen_map(failures),
             last_error=outcome.reason,
             last_error_message=outcome.message,
+            failing_since=before.failing_since if before.last_error is not None else finished,
         )
     total = len(outcomes)
     complete = total == 0 or failed < total
@@ -414,4 +497,5 @@ def _merge(
         last_complete_scan_end=finished if complete else previous.last_complete_scan_end,
         scans_total=previous.scans_total + 1,
         weights=config.score_weights,
+        settings=settings_of(config),
     )

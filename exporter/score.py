@@ -79,12 +79,24 @@ def format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+_by_fold: tuple[Mapping[str, UserState], dict[str, UserState]] | None = None
+
+
+def _users_by_fold(users: Mapping[str, UserState]) -> dict[str, UserState]:
+    """``users`` keyed by case-folded username; built once per snapshot's (immutable)
+    users, not once per team: thousands of teams would make it quadratic."""
+    global _by_fold
+    if _by_fold is None or _by_fold[0] is not users:
+        _by_fold = (users, {name.casefold(): state for name, state in users.items()})
+    return _by_fold[1]
+
+
 def team_members(snapshot: Snapshot, team: str) -> list[UserState]:
     """The team's members as user states, each once (usernames compare case-insensitively).
 
     A member the snapshot has no state for yet appears as an empty state.
     """
-    by_fold = {name.casefold(): state for name, state in snapshot.users.items()}
+    by_fold = _users_by_fold(snapshot.users)
     members: dict[str, UserState] = {}
     for name in snapshot.teams.get(team, ()):
         key = name.casefold()

@@ -30,7 +30,7 @@ from exporter.gitlab.door import ConnectionProblem, ServerInfo, client_ssl, prob
 from exporter.gitlab.pacing import RateGate
 from exporter.scanner import ProgressCallback, Scanner, utc_now
 from exporter.sharding import Shard
-from exporter.snapshot import Snapshot
+from exporter.snapshot import Snapshot, settings_of
 from exporter.state import StateLock, claim_state_file, load_state, save_state
 
 log = structlog.get_logger("exporter.service")
@@ -56,7 +56,11 @@ class ExporterService:
         self._registry = registry
         self._warm = False
         self._clock = clock
-        self._snapshot = Snapshot(periods=config.period_table.names, weights=config.score_weights)
+        self._snapshot = Snapshot(
+            periods=config.period_table.names,
+            weights=config.score_weights,
+            settings=settings_of(config),
+        )
         self._progress: tuple[int, int] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._scanner: Scanner | None = None
@@ -150,10 +154,12 @@ class ExporterService:
             if saved is not None:  # serve the last numbers at once, resume incrementally
                 self._scanner.store = saved.store
                 self._scanner.discovery.entries = saved.discoveries
+                self._scanner.discovery.hidden = saved.hidden
                 self._scanner.merge_requests = saved.items.get(
                     "merge_requests", self._scanner.merge_requests
                 )
                 self._scanner.issues = saved.items.get("issues", self._scanner.issues)
+                self._scanner.external_host = saved.external_host
                 self._snapshot = saved.snapshot
 
     async def stop(self) -> None:
@@ -302,6 +308,7 @@ class ExporterService:
                     "issues": self._scanner.issues,
                 },
                 shard=self._shard_key,
+                external_host=self._scanner.external_host,
             )
         except (OSError, sqlite3.Error) as exc:
             log.warning("state file not written", path=str(path), error=str(exc))

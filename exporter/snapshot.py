@@ -10,14 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from exporter.score import DEFAULT_WEIGHTS, ScoreWeights
+
+if TYPE_CHECKING:  # the configuration's types only; snapshot stays below config
+    from exporter.config import Config
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 PROJECT_KINDS = ("personal", "contributed", "active")
+WEEK_HOURS = 7 * 24  # UserStats.hours: weekday (Monday 0) * 24 + local hour
 MERGE_REQUEST_STATES = ("opened", "merged", "closed")  # GitLab's "locked" counts as opened
 ISSUE_STATES = ("opened", "closed")
 
@@ -37,6 +42,14 @@ class UserStats:
     # authored by the user and created in the window, by current state
     merge_requests: Mapping[str, int] = field(default_factory=frozen_map)  # MERGE_REQUEST_STATES
     issues: Mapping[str, int] = field(default_factory=frozen_map)  # keys: ISSUE_STATES
+    # the window's commits by local weekday and hour (WEEK_HOURS counts, or empty), and
+    # by local date (ISO ``YYYY-MM-DD`` -> commits, days without commits left out); local
+    # as the periods are: in ``scan.timezone``, or in each commit's own offset
+    hours: tuple[int, ...] = ()
+    days: Mapping[str, int] = field(default_factory=frozen_map)
+    # who GitLab said the user is at this scan
+    display_name: str = ""
+    web_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,7 @@ class UserState:
     failures: Mapping[str, int] = field(default_factory=frozen_map)  # reason -> count, cumulative
     last_error: str | None = None  # reason of the latest scan when it failed, else None
     last_error_message: str | None = None
+    failing_since: float | None = None  # end of the first scan of the current failing run
 
     @property
     def stale(self) -> bool:
@@ -68,6 +82,36 @@ class ScanSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanSettings:
+    """What the numbers mean: which GitLab, which window, which clock. For pages."""
+
+    gitlab_url: str = ""  # without credentials
+    lookback_days: float = 0.0
+    timezone: str = "UTC"  # an IANA zone, or "commit"
+    periods: tuple[tuple[str, str], ...] = ()  # (name, "HH:MM-HH:MM") as configured
+
+
+def public_url(url: str) -> str:
+    """``url`` without user name, password, query or fragment: safe to show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def settings_of(config: Config) -> ScanSettings:
+    scan = config.scan
+    return ScanSettings(
+        gitlab_url=public_url(config.gitlab.url),
+        lookback_days=scan.lookback_days,
+        timezone=scan.timezone,
+        periods=tuple(scan.periods.items()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     users: Mapping[str, UserState] = field(default_factory=frozen_map)
     teams: Mapping[str, tuple[str, ...]] = field(default_factory=frozen_map)  # team -> members
@@ -80,6 +124,12 @@ class Snapshot:
     last_complete_scan_end: float | None = None
     scans_total: int = 0
     weights: ScoreWeights = DEFAULT_WEIGHTS  # how user scores are computed from the stats
+    # the last scan's projects whose commits could not be read at all, by reason
+    projects_skipped: Mapping[str, int] = field(default_factory=frozen_map)
+    # failed project reads that kept the last good commits, by reason, cumulative
+    project_read_failures: Mapping[str, int] = field(default_factory=frozen_map)
+    settings: ScanSettings = ScanSettings()
+    window_end: float | None = None  # unix time the last scan's window ended
 
     @property
     def ready(self) -> bool:

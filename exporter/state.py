@@ -45,11 +45,18 @@ from exporter.commit_store import CommitStore, ProjectState
 from exporter.config import Config
 from exporter.discovery import Discovery, DiscoveryCache
 from exporter.gitlab.api import ItemRef, UserDetail
-from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, frozen_map
+from exporter.snapshot import (
+    ScanSummary,
+    Snapshot,
+    UserState,
+    UserStats,
+    frozen_map,
+    settings_of,
+)
 
 log = structlog.get_logger("exporter.state")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5  # 5: users keep their profile URL
 APPLICATION = "gitlab-activity-exporter"
 APPLICATION_ID = 0x474C4145  # "GLAE", in the SQLite header (PRAGMA application_id)
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -64,10 +71,14 @@ CREATE TABLE commits (
     author_email TEXT NOT NULL, authored TEXT NOT NULL, PRIMARY KEY (project_id, sha));
 CREATE TABLE users (
     key TEXT PRIMARY KEY, id TEXT NOT NULL, username TEXT NOT NULL, name TEXT NOT NULL,
-    state TEXT NOT NULL, public_email TEXT, refreshed_at TEXT NOT NULL);
+    state TEXT NOT NULL, public_email TEXT, refreshed_at TEXT NOT NULL, web_url TEXT NOT NULL);
 CREATE TABLE listings (
     key TEXT NOT NULL, kind TEXT NOT NULL, project_id TEXT NOT NULL, activity TEXT);
 CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+CREATE TABLE skipped_projects (project_id TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE hidden_users (
+    key TEXT PRIMARY KEY, id TEXT NOT NULL, username TEXT NOT NULL, name TEXT NOT NULL,
+    state TEXT NOT NULL, refreshed_at TEXT NOT NULL);
 CREATE TABLE item_syncs (kind TEXT PRIMARY KEY, full_sync_at TEXT, declined_at TEXT);
 CREATE TABLE item_users (
     kind TEXT NOT NULL, key TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (kind, key));
@@ -93,6 +104,10 @@ class SavedState:
     snapshot: Snapshot
     #: merge requests and issues per user, by kind (``merge_requests``, ``issues``)
     items: dict[str, AuthoredItemStore] = dataclasses.field(default_factory=dict)
+    #: GitLab's external host as learned from its web_urls
+    external_host: str | None = None
+    #: users whose activity the token cannot see, with when that was found
+    hidden: dict[str, tuple[UserDetail, datetime]] = dataclasses.field(default_factory=dict)
 
 
 def fingerprint(config: Config, shard: str = "0/1") -> str:
@@ -143,7 +158,11 @@ def _stats_from(data: Any) -> UserStats | None:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(UserStats):
         value = data[f.name]
-        values[f.name] = frozen_map(value) if isinstance(value, dict) else value
+        if isinstance(value, dict):
+            value = frozen_map(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
     return UserStats(**values)
 
 
@@ -161,6 +180,7 @@ def snapshot_to_json(snapshot: Snapshot) -> str:
             "failures": dict(s.failures),
             "last_error": s.last_error,
             "last_error_message": s.last_error_message,
+            "failing_since": s.failing_since,
         }
         for name, s in snapshot.users.items()
     }
@@ -175,6 +195,9 @@ def snapshot_to_json(snapshot: Snapshot) -> str:
             "last_scan": dataclasses.asdict(last) if last is not None else None,
             "last_complete_scan_end": snapshot.last_complete_scan_end,
             "scans_total": snapshot.scans_total,
+            "window_end": snapshot.window_end,
+            "projects_skipped": dict(snapshot.projects_skipped),
+            "project_read_failures": dict(snapshot.project_read_failures),
         }
     )
 
@@ -189,6 +212,7 @@ def snapshot_from_json(text: str, config: Config) -> Snapshot:
             failures=frozen_map({str(k): int(v) for k, v in u["failures"].items()}),
             last_error=u["last_error"],
             last_error_message=u["last_error_message"],
+            failing_since=u["failing_since"],
         )
         for name, u in data["users"].items()
     }
@@ -203,7 +227,15 @@ def snapshot_from_json(text: str, config: Config) -> Snapshot:
         last_complete_scan_end=data["last_complete_scan_end"],
         scans_total=int(data["scans_total"]),
         weights=config.score_weights,  # applied when rendering: today's configuration
+        settings=settings_of(config),
+        window_end=data["window_end"],
+        projects_skipped=_counts(data.get("projects_skipped")),
+        project_read_failures=_counts(data.get("project_read_failures")),
     )
+
+
+def _counts(data: Any) -> Mapping[str, int]:
+    return frozen_map({str(k): int(v) for k, v in (data or {}).items()})
 
 
 # ----------------------------------------------------------------------- ownership
@@ -318,6 +350,7 @@ def save_state(
     snapshot: Snapshot,
     items: Mapping[str, AuthoredItemStore] | None = None,
     shard: str = "0/1",
+    external_host: str | None = None,
 ) -> None:
     """Write the whole state to ``path`` atomically (temporary file, then rename).
 
@@ -329,7 +362,7 @@ def save_state(
     tmp = Path(name)
     try:
         _write(tmp, config=config, store=store, discovery=discovery, snapshot=snapshot,
-               items=items, shard=shard)
+               items=items, shard=shard, external_host=external_host)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -348,6 +381,7 @@ def _write(
     snapshot: Snapshot,
     items: Mapping[str, AuthoredItemStore] | None,
     shard: str,
+    external_host: str | None = None,
 ) -> None:
     conn = sqlite3.connect(tmp)
     try:
@@ -361,6 +395,7 @@ def _write(
                 ("application", APPLICATION),
                 ("schema_version", str(SCHEMA_VERSION)),
                 ("fingerprint", fingerprint(config, shard)),
+                *([("external_host", external_host)] if external_host else []),
             ],
         )
         conn.executemany(
@@ -380,11 +415,18 @@ def _write(
             ),
         )
         conn.executemany(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (key, str(d.user.id), d.user.username, d.user.name, d.user.state,
-                 d.user.public_email, d.refreshed_at.isoformat())
+                 d.user.public_email, d.refreshed_at.isoformat(), d.user.web_url)
                 for key, d in discovery.entries.items()
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO hidden_users VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (key, str(u.id), u.username, u.name, u.state, at.isoformat())
+                for key, (u, at) in discovery.hidden.items()
             ),
         )
         conn.executemany(
@@ -397,6 +439,10 @@ def _write(
             ),
         )
         conn.execute("INSERT INTO snapshot VALUES (1, ?)", (snapshot_to_json(snapshot),))
+        conn.executemany(
+            "INSERT INTO skipped_projects VALUES (?, ?)",
+            ((str(pid), p.skipped) for pid, p in store.projects.items() if p.skipped is not None),
+        )
         kinds = dict(items or {})
         conn.executemany(
             "INSERT INTO item_syncs VALUES (?, ?, ?)",
@@ -461,21 +507,33 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
             )
         for pid, sha, name, email, authored in conn.execute("SELECT * FROM commits"):
             store.projects[int(pid)].commits[sha] = (sha, name, email, _req_dt(authored))
+        for pid, reason in conn.execute("SELECT * FROM skipped_projects"):
+            store.projects[int(pid)].skipped = reason
         listings: dict[tuple[str, str], dict[int, datetime | None]] = {}
         for key, kind, pid, activity in conn.execute("SELECT * FROM listings"):
             listings.setdefault((key, kind), {})[int(pid)] = _dt(activity)
         discoveries: dict[str, Discovery] = {}
-        for key, uid, username, name, state, email, refreshed in conn.execute(
+        for key, uid, username, name, state, email, refreshed, web_url in conn.execute(
             "SELECT * FROM users"
         ):
             discoveries[key] = Discovery(
                 user=UserDetail(
-                    id=int(uid), username=username, name=name, state=state, public_email=email
+                    id=int(uid), username=username, name=name, state=state, public_email=email,
+                    web_url=web_url,
                 ),
                 personal=listings.get((key, "personal"), {}),
                 contributed=listings.get((key, "contributed"), {}),
                 refreshed_at=_req_dt(refreshed),
             )
+        hidden: dict[str, tuple[UserDetail, datetime]] = {}
+        for key, uid, username, name, state, refreshed in conn.execute(
+            "SELECT * FROM hidden_users"
+        ):
+            user = UserDetail(
+                id=int(uid), username=username, name=name, state=state, public_email=None,
+                profile_hidden=True,
+            )
+            hidden[key] = (user, _req_dt(refreshed))
         row = conn.execute("SELECT body FROM snapshot WHERE id = 1").fetchone()
         if row is None:
             raise StateError("no snapshot in it")
@@ -494,7 +552,14 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 id=int(item_id), project_id=int(project_id), state=state,
                 created_at=_req_dt(created),
             )
-    return SavedState(store=store, discoveries=discoveries, snapshot=snapshot, items=items)
+    return SavedState(
+        store=store,
+        discoveries=discoveries,
+        snapshot=snapshot,
+        items=items,
+        external_host=meta.get("external_host"),
+        hidden=hidden,
+    )
 
 
 def load_state(path: Path, config: Config, shard: str = "0/1") -> SavedState | None:

@@ -51,32 +51,30 @@ class RenderError(Exception):
     """Helm refused the values or a template failed; the message is Helm's."""
 
 
+def _install(values: dict[str, Any] | None, release: str, namespace: str) -> dict[str, Any]:
+    helm = require_module("helm_python")
+    config = helm.Config(storage_driver="memory", namespace=namespace)
+    try:
+        result: dict[str, Any] = config.install(
+            str(CHART), release, values or {}, dry_run="client", namespace=namespace
+        )
+    except helm.HelmError as exc:
+        raise RenderError(str(exc)) from None
+    finally:
+        config.close()
+    return result
+
+
 def render(
     values: dict[str, Any] | None = None, *, release: str = "gae", namespace: str = NAMESPACE
 ) -> list[Manifest]:
     """The chart's objects as ``helm install --dry-run=client`` renders them."""
-    helm = require_module("helm_python")
-    config = helm.Config(storage_driver="memory", namespace=namespace)
-    try:
-        try:
-            result = config.install(
-                str(CHART), release, values or {}, dry_run="client", namespace=namespace
-            )
-        except helm.HelmError as exc:
-            raise RenderError(str(exc)) from None
-    finally:
-        config.close()
-    return [doc for doc in yaml.safe_load_all(result["manifest"]) if doc]
+    manifest = _install(values, release, namespace)["manifest"]
+    return [doc for doc in yaml.safe_load_all(manifest) if doc]
 
 
 def render_notes(values: dict[str, Any] | None = None, *, release: str = "gae") -> str:
-    helm = require_module("helm_python")
-    config = helm.Config(storage_driver="memory", namespace=NAMESPACE)
-    try:
-        result = config.install(str(CHART), release, values or {}, dry_run="client")
-    finally:
-        config.close()
-    return str(result["notes"])
+    return str(_install(values, release, NAMESPACE)["notes"])
 
 
 def lint(values: dict[str, Any]) -> list[str]:
@@ -164,6 +162,10 @@ def name_problems(manifest: Manifest) -> list[str]:
             pvc = f"{claim['metadata']['name']}-{name}-{replicas - 1}"
             if not _subdomain_ok(pvc):
                 problems.append(f"claim name {pvc!r} is not a DNS subdomain")
+    if kind in ("ConfigMap", "Secret"):
+        size = len(yaml.safe_dump(manifest).encode())
+        if size > 1024 * 1024:  # etcd's limit on one object
+            problems.append(f"{kind} {name!r} is {size} bytes, over 1 MiB")
     labels = dict(meta.get("labels") or {})
     template = manifest.get("spec", {}).get("template", {}).get("metadata", {})
     labels.update(template.get("labels") or {})
@@ -246,7 +248,12 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def operator_targets(manifests: list[Manifest]) -> list[dict[str, str]]:
     """The scrape targets a ServiceMonitor of ``manifests`` gives, each as the label set
     the Operator's generated scrape config attaches (namespace, service, pod, container,
-    endpoint, job, instance)."""
+    endpoint, job, instance).
+
+    As the Operator's scrape config generator (pkg/prometheus/promcfg.go, v0.93) does:
+    endpoints of every Service the selector matches in the namespaces selected, kept by
+    the endpoint's port name, not-ready pods included; ``job`` from the Service's name,
+    then the endpoint's relabelings (which come after it); ``endpoint`` the port name."""
     targets: list[dict[str, str]] = []
     made = pods(manifests)
     for monitor in by_kind(manifests, "ServiceMonitor"):

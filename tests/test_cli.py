@@ -335,6 +335,11 @@ async def test_demo_serves_per_user_metrics_quickly() -> None:
                 break
             assert time.monotonic() - began < 20, "no per-user series within 20 s"
             await asyncio.sleep(0.2)
+        # the demo's organisation is as awkward as a real one seen by a non-admin token
+        skipped = samples(text, "gitlab_activity_projects_skipped")
+        assert skipped[(("reason", "forbidden"),)] >= 1
+        hidden = samples(text, "gitlab_activity_user_scan_failures_total")
+        assert any(v and dict(k)["reason"] == "private_profile" for k, v in hidden.items())
         landing = await wait_for(f"http://127.0.0.1:{port}/")
         assert "metrics" in landing
     finally:

@@ -101,6 +101,8 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
         ("gitlab.max_concurrency", "many", "gitlab.max_concurrency: Input should be a valid integer"),
         ("gitlab.requests_per_second", 0, "gitlab.requests_per_second: Input should be greater than or equal to 0.01"),
         ("gitlab.url", "gitlab.example.com", "gitlab.url: 'gitlab.example.com' is not an http(s) URL"),
+        ("gitlab.commit_email_hostname", "https://x.example", "gitlab.commit_email_hostname: 'https://x.example' is not a host name"),
+        ("gitlab.commit_email_hostname", "a@b.example", "gitlab.commit_email_hostname: 'a@b.example' is not a host name"),
         ("scan.timezone", "Mars/Base", "scan.timezone: unknown time zone 'Mars/Base'"),
         ("scan.periods", {"morning": "9am-noon"}, "scan.periods: '9am-noon' is not a window"),
         ("scan.periods", {"a": "09:00-13:00", "b": "12:00-14:00"}, "scan.periods: periods 'a' and 'b' overlap"),
@@ -282,6 +284,14 @@ def test_broken_teams_file_names_team_and_member(tmp_path: Path, mutate: Any, me
 def test_teams_file_not_json(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"teams_file: .* is not valid JSON \(line 1"):
         load_config(_with_teams_file(tmp_path, "{nope"), env={})
+
+
+def test_commit_email_hostname_is_optional_and_normalised() -> None:
+    assert parse_config(base(), env={}).gitlab.commit_email_hostname is None
+    doc = base()
+    doc["gitlab"]["commit_email_hostname"] = " Users.Noreply.GitLab.Example.com "
+    config = parse_config(doc, env={})
+    assert config.gitlab.commit_email_hostname == "users.noreply.gitlab.example.com"
 
 
 def test_reload_takes_teams_users_periods_and_weights_and_names_the_rest() -> None:

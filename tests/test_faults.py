@@ -192,7 +192,7 @@ async def test_huge_body_is_capped_not_read(campaign_factory: Callable[..., Any]
     assert "larger than 262144 bytes" in message
 
 
-# --- faults on a shared project's commits: every user of it fails, nobody else -----
+# --- faults on a shared project's commits: the project keeps its last good commits --
 
 
 def busy_project(c: Campaign) -> int:
@@ -215,7 +215,7 @@ def busy_project(c: Campaign) -> int:
         ("malformed_json", "api_error"),
     ],
 )
-async def test_bad_commit_pages_fail_the_projects_users_only(
+async def test_bad_commit_pages_keep_the_projects_last_good_commits(
     campaign_factory: Callable[..., Any], kind: str, reason: str
 ) -> None:
     c: Campaign = await campaign_factory()
@@ -224,9 +224,13 @@ async def test_bad_commit_pages_fail_the_projects_users_only(
     # scans read only changed projects' commits: this one saw activity since the last scan
     c.org.projects[project].last_activity_at = c.org.now
     second, _ = await c.scan()
-    failed = c.check(second, reason)
-    assert failed, "a bad commit page went unnoticed"
-    assert len(failed) < len(c.users)
+    # read before: nobody fails for it, its commits are the last good ones (unchanged)
+    assert c.check(second, reason, affected=set()) == set()
+    assert c.sim.faults.injected.get(kind, 0) >= 1, "the bad page was never asked for"
+    assert dict(second.project_read_failures) == {reason: 1}
+    assert c.registry.get_sample_value(
+        "gitlab_activity_project_read_failures_total", {"reason": reason}
+    ) == 1
 
 
 # --- everyone at once --------------------------------------------------------------
@@ -371,8 +375,16 @@ async def test_serve_keeps_answering_metrics_during_a_fault_storm(
                 assert time.monotonic() - t0 < 1.0, "a scrape waited on GitLab"
                 answered += 1
                 await asyncio.sleep(0.1)
-        failures = samples(text, "gitlab_activity_user_scan_failures_total")
-        assert sum(failures.values()) > 0, "the storm caused no failure at all"
+        # the storm shows: users failing, projects failing, or GitLab refused at the door
+        failures = [
+            sum(samples(text, family).values())
+            for family in (
+                "gitlab_activity_user_scan_failures_total",
+                "gitlab_activity_project_read_failures_total",
+                "gitlab_activity_connection_failures_total",
+            )
+        ]
+        assert sum(failures) > 0, "the storm caused no failure at all"
         assert samples(text, "gitlab_activity_user_commits")
         assert answered >= 20
         assert proc.returncode is None, "the exporter died"

@@ -116,6 +116,8 @@ def test_health_dashboard_covers_the_exporter() -> None:
         "gitlab_activity_api_ratelimit_remaining",
         "gitlab_activity_shard_info",
         "process_resident_memory_bytes",
+        "gitlab_activity_connection_up",
+        "gitlab_activity_connection_failures_total",
         "process_cpu_seconds_total",
     ):
         assert needed in exprs, needed

@@ -146,3 +146,17 @@ async def test_sighup_reloads_teams_users_and_weights_keeping_state_and_numbers(
     assert len(refused) == 1 and "surprise: unknown key" in refused[0], err
     assert any("signal ignored" in line and "SIGUSR1" in line for line in err.splitlines())
     assert "Traceback" not in err
+
+
+async def test_sigterm_during_a_scan_is_not_a_successful_scan(
+    tmp_path: Path, org: Org, sim: SimulatorServer
+) -> None:
+    sim.faults.latency_ms = 300  # the scan lasts far longer than this test waits
+    config = write_config(tmp_path, config_document(org, sim.url))
+    proc = await start("scan", "--config.file", str(config))
+    for _ in range(100):
+        if len(sim.log) > 0:
+            break
+        await asyncio.sleep(0.1)
+    code, _, _ = await stop(proc)
+    assert code == -signal.SIGTERM  # killed by it: no output, not "exit 0"

@@ -76,5 +76,8 @@ def test_many_users_failing_for_one_reason_is_one_alert_and_silences_the_rest() 
     assert "job_reason:gitlab_activity_users_failing_widely:ratio" in str(by_name["GitLabActivityUsersFailing"]["expr"])
     for name in ("GitLabActivityUserScanFailing", "GitLabActivityScanStale", "GitLabActivityApiErrors"):
         assert "unless on (job" in str(by_name[name]["expr"]) and "failing_widely" in str(by_name[name]["expr"]), name
+    # and for a GitLab that cannot be used at all (token rejected, wrong URL, TLS)
+    for name in ("GitLabActivityScanStale", "GitLabActivityApiErrors"):
+        assert "gitlab_activity_connection_up) == 0" in str(by_name[name]["expr"]), name
     cases = {case["name"] for path in RULE_TESTS for case in yaml.safe_load(path.read_text())["tests"]}
     assert "a wrong token pages once, not once per user" in cases

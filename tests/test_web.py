@@ -161,6 +161,6 @@ async def test_landing_page_lists_failing_users_capped(aiohttp_client: ClientFac
     )
     client = await aiohttp_client(app_for(Holder(snap)))
     page = await (await client.get("/")).text()
-    assert "<li>user00: timeout</li>" in page
+    assert '<li><a href="leaderboard?user=user00">user00</a>: timeout</li>' in page  # its own view
     assert "user24" not in page
     assert "and 5 more" in page

@@ -39,6 +39,9 @@ class UserRef:
     username: str
     name: str
     state: str
+    #: the profile's address, on GitLab's external host (which may differ from the
+    #: configured URL's)
+    web_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,10 @@ class UserDetail:
     name: str
     state: str
     public_email: str | None
+    web_url: str = ""  # the profile page
+    #: GitLab left out the profile fields (a private profile, or a blocked or unconfirmed
+    #: user, seen by a token that is not an admin's): the user's lists are hidden too
+    profile_hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +200,9 @@ class GitLabApi:
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
             public_email=public_email.strip() or None if public_email is not None else None,
+            web_url=shape.opt_str(obj, "web_url") or "",
+            # every profile GitLab shows carries created_at (whatever else it hides)
+            profile_hidden="created_at" not in obj,
         )
 
     async def user_projects(self, user_id: int) -> list[ProjectRef]:
@@ -326,6 +336,7 @@ class GitLabApi:
             username=shape.req_str(obj, "username"),
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
+            web_url=obj.get("web_url") if isinstance(obj.get("web_url"), str) else None,
         )
 
     async def _projects(self, path: str, endpoint: str) -> list[ProjectRef]:

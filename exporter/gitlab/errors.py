@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from exporter.text import valid_text
 
-FAILURE_REASONS = ("not_found", "unauthorized", "rate_limited", "api_error", "timeout", "crash")
+FAILURE_REASONS = (
+    "not_found",
+    "unauthorized",
+    "private_profile",
+    "rate_limited",
+    "api_error",
+    "timeout",
+    "crash",
+)
 
 
 class GitLabError(Exception):
@@ -59,6 +67,14 @@ class UnauthorizedError(GitLabError):
     reason = "unauthorized"
 
 
+class PrivateProfileError(GitLabError):
+    """The token cannot see the user's activity: GitLab answers ``/users/:id`` without
+    the profile fields and ``[]`` (with 200) for the user's events and project lists,
+    which must not be taken for no activity."""
+
+    reason = "private_profile"
+
+
 class RateLimitedError(GitLabError):
     """429 answered on every attempt until the retries ran out."""
 
@@ -98,6 +114,7 @@ __all__ = [
     "GitLabError",
     "NotFoundError",
     "PageBudgetExceeded",
+    "PrivateProfileError",
     "RateLimitedError",
     "RequestTimeoutError",
     "UnauthorizedError",

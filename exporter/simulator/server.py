@@ -367,10 +367,14 @@ class GitLabSimulator:
         log: RequestLog | None = None,
         clock: Clock | None = None,
         token_owner: str = "sim-admin",
+        admin: bool = True,
     ) -> None:
         self.org = org
         self.token = token
         self.token_owner = token_owner
+        #: the token is an administrator's; a non-admin token does not see private
+        #: profiles, blocked users, or the code of projects it may only look at
+        self.admin = admin
         if isinstance(limits, RateLimiter):
             self.limits = limits
             if clock is not None:
@@ -749,6 +753,17 @@ class GitLabSimulator:
         return chunk, headers
 
     # ------------------------------------------------------------------ lookups
+    def _hidden(self, user: User) -> bool:
+        """The token cannot read the user's profile or activity (private or inactive)."""
+        return not self.admin and user.profile_hidden
+
+    def _event_visible(self, event: Event) -> bool:
+        """Push events need ``download_code`` on the project."""
+        if self.admin or event.action != "pushed":
+            return True
+        project = self.org.projects.get(event.project_id)
+        return project is None or not project.code_forbidden
+
     def _find_user(self, ident: str) -> User:
         org = self.org
         user = org.users.get(int(ident)) if ident.isdigit() else org.user_by_username(ident)
@@ -962,9 +977,9 @@ class GitLabSimulator:
             {
                 "id": 1,
                 "username": self.token_owner,
-                "name": "Simulator Administrator",
+                "name": "Simulator Administrator" if self.admin else "Simulator User",
                 "state": "active",
-                "is_admin": True,
+                "is_admin": self.admin,
             }
         )
 
@@ -972,7 +987,9 @@ class GitLabSimulator:
         username = request.query.get("username")
         if username is not None:
             user = self.org.user_by_username(username)
-            found = [user] if user is not None else []
+            # for a non-admin token blocked, banned and other inactive users are left out
+            visible = user is not None and (self.admin or user.state == "active")
+            found = [user] if user is not None and visible else []
             return self._list(request, found, self._user_basic)
         users = sorted(self.org.users.values(), key=lambda u: u.id, reverse=True)
         return self._list(request, users, self._user_basic, max_offset=50_000)
@@ -980,16 +997,23 @@ class GitLabSimulator:
     async def _user(self, request: web.Request, p: dict[str, str]) -> web.Response:
         if not p["0"].isdigit():
             raise _not_found("User")
-        return _json(self._user_full(self._find_user(p["0"])))
+        user = self._find_user(p["0"])
+        if self._hidden(user):
+            return _json(self._user_basic(user))  # no profile fields
+        return _json(self._user_full(user))
 
     async def _user_projects(self, request: web.Request, p: dict[str, str]) -> web.Response:
         user = self._find_user(p["0"])
+        if self._hidden(user):
+            return self._list(request, [], self._project_json)  # 200 and [], not an error
         ids = sorted(self.org.personal_project_ids(user.id), reverse=True)
         projects = [self.org.projects[i] for i in ids if i in self.org.projects]
         return self._list(request, projects, self._project_json, max_offset=50_000)
 
     async def _contributed(self, request: web.Request, p: dict[str, str]) -> web.Response:
         user = self._find_user(p["0"])
+        if self._hidden(user):
+            return self._list(request, [], self._project_json)
         ids = sorted(set(self.org.contributed.get(user.id, [])), reverse=True)
         projects = [self.org.projects[i] for i in ids if i in self.org.projects]
         return self._list(request, projects, self._project_json)
@@ -1000,7 +1024,7 @@ class GitLabSimulator:
         target_type = request.query.get("target_type")
         after = _parse_date(request, "after")
         before = _parse_date(request, "before")
-        events: Sequence[Event] = self.org.events.get(user.id, [])
+        events: Sequence[Event] = [] if self._hidden(user) else self.org.events.get(user.id, [])
         if action or target_type or after or before:
             events = [
                 e
@@ -1014,13 +1038,22 @@ class GitLabSimulator:
             events = list(reversed(events))
         # pages are cut before visibility filtering: a short page may have a next page
         chunk, headers = self._page(request, events)
-        return _json([self._event_json(e) for e in chunk if not e.hidden], headers=headers)
+        return _json(
+            [self._event_json(e) for e in chunk if not e.hidden and self._event_visible(e)],
+            headers=headers,
+        )
 
     async def _project(self, request: web.Request, p: dict[str, str]) -> web.Response:
         return _json(self._project_json(self._find_project(p["0"])))
 
     async def _commits(self, request: web.Request, p: dict[str, str]) -> web.Response:
         project = self._find_project(p["0"])
+        if project.code_forbidden and not self.admin:
+            raise _HTTPError(403, {"message": "403 Forbidden"})
+        if project.no_repository:
+            raise _not_found("Repository")
+        if project.broken:
+            return _html_error(500)
         since = _parse_time(request, "since")
         until = _parse_time(request, "until")
         all_refs = _truthy(request, "all")
@@ -1147,9 +1180,12 @@ def create_app(
     limits: RateLimits | RateLimiter | None = None,
     faults: Faults | None = None,
     clock: Clock | None = None,
+    admin: bool = True,
 ) -> web.Application:
     """The aiohttp application (for ``aiohttp_client``); its state is ``app[SIMULATOR_KEY]``."""
-    return GitLabSimulator(org, token=token, limits=limits, faults=faults, clock=clock).app
+    return GitLabSimulator(
+        org, token=token, limits=limits, faults=faults, clock=clock, admin=admin
+    ).app
 
 
 # --------------------------------------------------------------------------- runner
@@ -1166,9 +1202,10 @@ class SimulatorServer:
         port: int = 0,
         faults: Faults | None = None,
         clock: Clock | None = None,
+        admin: bool = True,
     ) -> None:
         self.simulator = GitLabSimulator(
-            org, token=token, limits=limits, faults=faults, clock=clock
+            org, token=token, limits=limits, faults=faults, clock=clock, admin=admin
         )
         self.host = host
         self.port = port
@@ -1240,13 +1277,17 @@ async def serve_simulator(
     latency_ms: float,
     fault_rate: float,
     token: str,
+    on_started: Callable[[Org, str], None] | None = None,
 ) -> None:
-    """Generate an organisation and serve it until cancelled (the ``simulate`` command)."""
+    """Generate an organisation and serve it until cancelled (the ``simulate`` command).
+    ``on_started`` gets the organisation and the simulator's URL once it listens."""
     from exporter.simulator.generate import generate_org
 
     org = generate_org(seed, users=users, projects=projects)
     faults = Faults(latency_ms=latency_ms, fault_rate=fault_rate, seed=seed)
     async with SimulatorServer(org, token=token, host=host, port=port, faults=faults) as sim:
+        if on_started is not None:
+            on_started(org, sim.url)
         sample = ", ".join(sorted(u.username for u in org.users.values())[:5])
         print(
             f"GitLab simulator listening on {sim.url} (API at {sim.url}{API})\n"

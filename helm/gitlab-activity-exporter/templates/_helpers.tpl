@@ -3,18 +3,25 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Fully qualified app name. */}}
+{{/* Fully qualified app name, a DNS label (Service names are): dots of a release name
+become dashes, and a name that starts with a digit gets a leading "r". */}}
 {{- define "gae.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $full = .Release.Name }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = printf "%s-%s" .Release.Name $name }}
 {{- end }}
 {{- end }}
+{{- $full = $full | replace "." "-" }}
+{{- if regexMatch "^[0-9]" $full }}
+{{- $full = printf "r%s" $full }}
+{{- end }}
+{{- $full | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* The StatefulSet's name: its pods carry the label controller-revision-hash=<name>-<hash
@@ -123,6 +130,7 @@ spec:
         {{- range .Values.extraArgs }}
         - {{ . | quote }}
         {{- end }}
+      {{- if or (not (include "gae.tokenFromFile" .)) .Values.extraEnv }}
       env:
         {{- if not (include "gae.tokenFromFile" .) }}
         - name: GITLAB_TOKEN
@@ -134,6 +142,7 @@ spec:
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+      {{- end }}
       ports:
         - name: http
           containerPort: {{ .Values.service.port }}
