@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from email.utils import formatdate
 from typing import Any, TypeVar
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -353,6 +354,16 @@ class GitLabSimulator:
                     r"^/projects/([^/]+)/repository/commits$",
                     "/projects/:id/repository/commits",
                     self._commits,
+                ),
+                (
+                    r"^/projects/([^/]+)/repository/branches$",
+                    "/projects/:id/repository/branches",
+                    self._branches,
+                ),
+                (
+                    r"^/projects/([^/]+)/repository/compare$",
+                    "/projects/:id/repository/compare",
+                    self._compare,
                 ),
                 (r"^/groups/([^/]+)$", "/groups/:id", self._group),
                 (r"^/groups/([^/]+)/members/all$", "/groups/:id/members/all", self._members_all),
@@ -920,16 +931,20 @@ class GitLabSimulator:
         before = _parse_date(request, "before")
         events: Sequence[Event] = self.org.events.get(user.id, [])
         if action or target_type or after or before:
+            # the named days end in the instance's time zone, not in UTC
+            zone = ZoneInfo(self.org.time_zone)
             events = [
                 e
                 for e in events
                 if (not action or e.action == action)
-                and (after is None or e.created_at.astimezone(UTC).date() > after)
-                and (before is None or e.created_at.astimezone(UTC).date() < before)
+                and (after is None or e.created_at.astimezone(zone).date() > after)
+                and (before is None or e.created_at.astimezone(zone).date() < before)
                 and (not target_type or target_type.lower() in ("", "push"))
             ]
         if request.query.get("sort") == "asc":
             events = list(reversed(events))
+        # GitLab counts events up to a cap: rel="next" stops there
+        events = events[: self.org.events_cap]
         # pages are cut before visibility filtering: a short page may have a next page
         chunk, headers = self._page(request, events)
         return _json([self._event_json(e) for e in chunk if not e.hidden], headers=headers)
@@ -944,10 +959,18 @@ class GitLabSimulator:
         all_refs = _truthy(request, "all")
         ref = request.query.get("ref_name")
         if all_refs or not ref:
+            # all=true is git log --all: GitLab's hidden refs included
             commits = self.org.commits_between(project.id, since, until, all_branches=all_refs)
         else:
+            # git log REF: the branch's own commits and the history it started from
+            tip = self.org.resolve(project.id, ref)
+            if tip is None:
+                raise _not_found("Revision")
             commits = [
-                c for c in self.org.commits_between(project.id, since, until) if c.branch == ref
+                c
+                for c in reversed(self.org.reachable(project.id, tip))
+                if (since is None or c.committed_date >= since)
+                and (until is None or c.committed_date <= until)
             ]
         author = request.query.get("author")
         if author:
@@ -961,6 +984,53 @@ class GitLabSimulator:
         if all_refs:
             chunk.reverse()  # with all=true each page is oldest-first
         return _json([self._commit_json(c, project) for c in chunk], headers=headers)
+
+    async def _branches(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        project = self._find_project(p["0"])
+        heads = self.org.branches(project.id)
+        search = request.query.get("search", "").casefold()
+        rows = [(name, head) for name, head in heads.items() if search in name.casefold()]
+
+        def render(row: tuple[str, Commit]) -> dict[str, Any]:
+            name, head = row
+            return {
+                "name": name,
+                "commit": self._commit_json(head, project),
+                "merged": False,
+                "protected": name == project.default_branch,
+                "developers_can_push": False,
+                "developers_can_merge": False,
+                "can_push": True,
+                "default": name == project.default_branch,
+                "web_url": f"{project.web_url}/-/tree/{name}",
+            }
+
+        return self._list(request, rows, render)
+
+    async def _compare(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        """``from...to``: the commits ``to`` has that the merge base with ``from`` lacks."""
+        project = self._find_project(p["0"])
+        ends = []
+        for name in ("from", "to"):
+            raw = request.query.get(name)
+            if not raw:
+                raise _HTTPError(400, {"error": f"{name} is missing"})
+            found = self.org.resolve(project.id, raw)
+            if found is None:
+                raise _not_found("Ref")
+            ends.append(found)
+        base, head = ends
+        commits = self.org.compare(project.id, base, head)
+        return _json(
+            {
+                "commit": self._commit_json(commits[-1], project) if commits else None,
+                "commits": [self._commit_json(c, project) for c in commits],
+                "diffs": [],
+                "compare_timeout": False,
+                "compare_same_ref": base.sha == head.sha,
+                "web_url": f"{project.web_url}/-/compare/{base.short_id}...{head.short_id}",
+            }
+        )
 
     async def _group(self, request: web.Request, p: dict[str, str]) -> web.Response:
         return _json(self._group_json(self._find_group(p["0"])))

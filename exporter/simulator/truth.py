@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from exporter.simulator.model import Org, User
+from exporter.simulator.model import Commit, Org, User
 
 _EMPTY: Mapping[str, Iterable[str]] = {}
 
@@ -90,11 +90,14 @@ def expected_activity(
     now: datetime,
     extra_emails: Mapping[str, Iterable[str]] = _EMPTY,
     host: str | None = None,
+    count_merge_commits: bool = False,
 ) -> dict[str, ExpectedUser]:
     """Expected numbers per username present in ``org`` (absent names are left out).
 
     ``host`` defaults to ``org.host``; ``extra_emails`` is keyed by username
-    (case-insensitive), as the configuration's ``users[].emails``.
+    (case-insensitive), as the configuration's ``users[].emails``. Commits count when a
+    branch reaches them (not only a hidden ref), merge commits only with
+    ``count_merge_commits``.
     """
     if now.tzinfo is None:
         raise ValueError("now must be aware")
@@ -120,6 +123,7 @@ def expected_activity(
         if start <= issue.created_at < now:
             issues_by_author.setdefault(issue.author.casefold(), []).append(issue.state)
 
+    reachable: dict[int, list[Commit]] = {}
     result: dict[str, ExpectedUser] = {}
     for username in usernames:
         user = org.user_by_username(username)
@@ -140,8 +144,10 @@ def expected_activity(
         shas: dict[str, datetime] = {}
         active: set[int] = set()
         for pid in project_set:
-            for c in org.commits.get(pid, []):
+            for c in reachable.setdefault(pid, org.branch_commits(pid)):
                 if not (start <= c.authored_date < now):
+                    continue
+                if len(c.parent_ids) >= 2 and not count_merge_commits:
                     continue
                 if (
                     c.author_email.strip().casefold() in emails
