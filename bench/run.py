@@ -20,9 +20,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter.gitlab.pacing import ALL, GITLAB_COM_ENDPOINT_LIMITS  # noqa: E402
-from exporter.simulator.generate import generate_org  # noqa: E402
+from exporter.simulator.generate import REALISTIC_REFS, generate_org  # noqa: E402
 from exporter.simulator.model import Org  # noqa: E402
 from exporter.simulator.server import GITLAB_COM_LIMITS, SimulatorServer  # noqa: E402
 from exporter.simulator.truth import expected_activity  # noqa: E402
@@ -47,6 +48,8 @@ HOST = "127.0.0.1"
 LOOKBACK_DAYS = 30
 CONCURRENCY = 16
 COMMITS = "/projects/:id/repository/commits"
+BRANCHES = "/projects/:id/repository/branches"
+COMPARE = "/projects/:id/repository/compare"
 
 
 def _pages(n: int) -> int:
@@ -57,24 +60,28 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
     """The fewest requests the answer needs, by endpoint.
 
     First scan (``discovery``): per user the lookup, details, both project listings and
-    push events (asked from the day before the window; only pushes within it bring
-    projects in); the pages of every merge request and issue created in the window (one
-    shared list each); per project in any user's set with activity in the window, its
-    commit pages. Steady state: per user push events, one shared list of updated merge
-    requests and one of issues, and one request per changed project.
+    push events (asked from two days before the window, as the instance's time zone may
+    end days up to 12 hours after UTC; only pushes within the window bring projects in);
+    the pages of every merge request and issue created in the window (one shared list
+    each); per project in any user's set with activity in the window, its branch pages
+    and, when a branch's head is in the window, the pages of every ref's commits in the
+    window (the exporter keeps those a branch reaches). Steady state: per user push
+    events, one shared list of updated merge requests and one of issues, and one compare
+    per changed project (its push's old head to its new one).
     """
     need: Counter[str] = Counter()
     start = org.now - timedelta(days=LOOKBACK_DAYS)
+    zone = ZoneInfo(org.time_zone)
     for kind, items in (("/merge_requests", org.merge_requests), ("/issues", org.issues)):
         in_window = sum(1 for i in items if i.created_at >= start)
         need[kind] += _pages(in_window) if changed is None else 1
-    after = start.date() - timedelta(days=1)
+    after = start.date() - timedelta(days=2)
     projects: set[int] = set()
     for user in org.users.values():
         pushes = [
             e for e in org.events.get(user.id, [])
-            if e.action == "pushed" and e.created_at.astimezone(UTC).date() > after
-        ]
+            if e.action == "pushed" and e.created_at.astimezone(zone).date() > after
+        ][: org.events_cap]
         need["/users/:id/events"] += _pages(len(pushes))
         personal = set(org.personal_project_ids(user.id))
         contributed = set(org.contributed.get(user.id, []))
@@ -86,13 +93,16 @@ def needed_requests(org: Org, *, discovery: bool, changed: set[int] | None) -> C
         within = {e.project_id for e in pushes if start <= e.created_at < org.now}
         projects |= personal | contributed | within
     if changed is not None:
-        need[COMMITS] += len(changed & projects)
+        need[COMPARE] += len(changed & projects)
         return need
     for pid in projects:
         project = org.projects.get(pid)
         if project is None or project.last_activity_at < start:
             continue
-        need[COMMITS] += _pages(len(org.commits_between(pid, start, None)))
+        heads = org.branches(pid)
+        need[BRANCHES] += _pages(len(heads))
+        if any(head.committed_date >= start for head in heads.values()):
+            need[COMMITS] += _pages(len(org.commits_between(pid, start, None)))
     return need
 
 
@@ -221,7 +231,7 @@ async def run_scenario(
 ) -> dict[str, Any]:
     users, projects = SCENARIOS[name]
     org = generate_org(seed, users=users, projects=projects, host=HOST,
-                       history_commits=history_commits)
+                       history_commits=history_commits, refs=REALISTIC_REFS)
     latency = latency_ms / 1000
     result: dict[str, Any] = {"scenario": name, "users": users, "projects": projects,
                               "gitlab_com_limits": limits, "history_commits": history_commits}
@@ -233,7 +243,8 @@ async def run_scenario(
             for phase in ("first", "steady"):
                 changed: set[int] | None = None
                 if phase == "steady":
-                    changed = add_new_work(org, share=0.05, push=True, seed=seed)
+                    # committed over three days, pushed at once
+                    changed = add_new_work(org, share=0.05, push=True, seed=seed, late=2)
                 need = needed_requests(org, discovery=phase == "first", changed=changed)
                 mark = len(sim.log)
                 started = time.time()

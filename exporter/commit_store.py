@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final
@@ -38,7 +38,7 @@ from typing import Final
 import structlog
 
 from exporter.attribution import CommitLike, Window
-from exporter.gitlab.api import CommitRecord, GitLabApi, Push
+from exporter.gitlab.api import Branch, CommitRecord, GitLabApi, Push
 from exporter.gitlab.errors import NotFoundError
 
 log = structlog.get_logger("exporter.commit_store")
@@ -67,15 +67,21 @@ tracking (see :data:`exporter.attribution.CommitLike`)."""
 class ProjectState:
     fetched_at: datetime  # scan time of the last commit request
     activity: datetime | None  # last_activity_at known at that fetch
-    watermark: datetime | None  # newest committer date seen
+    watermark: datetime | None  # newest committer date seen, never past that scan's time
     pushed: datetime | None = None  # latest push event known at that fetch
     commits: dict[str, StoredCommit] = field(default_factory=dict)
+    #: branch name -> head commit, as last read
+    heads: dict[str, str] = field(default_factory=dict)
+    #: scan time of the last full read of the window (every branch)
+    full_at: datetime | None = None
 
 
-PushHead = tuple[datetime, str | None]
-"""A push that brought commits: ``(created_at, head)``, the head ``None`` for a bulk push.
-A plain tuple, which the garbage collector stops tracking: a large scan holds tens of
-thousands of them until every project is decided."""
+PushHead = tuple[datetime, str | None, str | None, str | None]
+"""A push that changed a branch: ``(created_at, ref, commit_from, commit_to)``;
+``commit_from`` is ``None`` for a new branch, ``ref`` and ``commit_to`` are ``None`` for a
+bulk push and ``commit_to`` for a deletion. A plain tuple, which the garbage collector
+stops tracking: a large scan holds tens of thousands of them until every project is
+decided."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +90,8 @@ class ProjectHint:
 
     activity: datetime | None = None  # last_activity_at from a listing
     listed_at: datetime | None = None  # when that listing was fetched
-    pushed_at: datetime | None = None  # latest push event of a scanned user
-    # scanned users' pushes to it in the window, except branch deletions
+    pushed_at: datetime | None = None  # latest branch push event of a scanned user
+    # scanned users' pushes to its branches in the window (tag pushes change no branch)
     pushes: tuple[PushHead, ...] = ()
 
     def combine(self, other: ProjectHint) -> ProjectHint:
@@ -98,9 +104,14 @@ class ProjectHint:
 
     @classmethod
     def of_pushes(cls, pushes: Sequence[Push]) -> ProjectHint:
+        branch = [p for p in pushes if not p.tag]
+        if not branch:
+            return cls()
         return cls(
-            pushed_at=max(p.created_at for p in pushes),
-            pushes=tuple((p.created_at, p.head) for p in pushes if not p.removed),
+            pushed_at=max(p.created_at for p in branch),
+            pushes=tuple(
+                (p.created_at, p.ref, p.base, None if p.removed else p.head) for p in branch
+            ),
         )
 
 
@@ -112,6 +123,12 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return max(a, b)
 
 
+def inactive(hint: ProjectHint, window_start: datetime) -> bool:
+    """Nothing can have happened inside the window."""
+    pushed = hint.pushed_at is not None and hint.pushed_at >= window_start
+    return hint.activity is not None and hint.activity < window_start and not pushed
+
+
 def plan_fetch(
     state: ProjectState | None,
     hint: ProjectHint,
@@ -120,9 +137,8 @@ def plan_fetch(
     overlap: timedelta,
 ) -> datetime | None:
     """The ``since`` to fetch the project's commits from, or ``None``: no request."""
-    pushed = hint.pushed_at is not None and hint.pushed_at >= window_start
-    if hint.activity is not None and hint.activity < window_start and not pushed:
-        return None  # nothing can have happened inside the window
+    if inactive(hint, window_start):
+        return None
     if state is None:
         return window_start
     since = window_start
@@ -140,6 +156,22 @@ def plan_fetch(
         ):
             return since
     return None
+
+
+def reachable(records: Iterable[CommitRecord], heads: Iterable[str]) -> list[CommitRecord]:
+    """The records a walk from ``heads`` along ``parent_ids`` reaches, through the
+    records only."""
+    by_sha = {r.sha: r for r in records}
+    found: dict[str, CommitRecord] = {}
+    todo = [h for h in heads if h in by_sha]
+    while todo:
+        sha = todo.pop()
+        if sha in found:
+            continue
+        record = by_sha[sha]
+        found[sha] = record
+        todo.extend(p for p in record.parent_ids if p in by_sha and p not in found)
+    return list(found.values())
 
 
 class CommitStore:
@@ -179,20 +211,38 @@ class CommitStore:
         window_start: datetime,
         pushed: datetime | None = None,
         replace: bool = False,
+        heads: Mapping[str, str] | None = None,
+        count_merges: bool = False,
     ) -> int:
-        """Merge fetched commits by SHA; returns how many were new."""
+        """Merge fetched commits by SHA; returns how many were new.
+
+        ``replace``: the records are the whole window (a full read): what was kept
+        before goes. ``heads``: the branches' heads now known (merged into the kept ones;
+        with ``replace`` they replace them). Merge commits are left out unless
+        ``count_merges``. A committer date in the future never moves the watermark past
+        ``fetched_at``.
+        """
         state = self.projects.get(project_id)
         if state is None or replace:
+            old = state
             state = ProjectState(fetched_at=fetched_at, activity=activity, watermark=None)
+            if old is not None:
+                state.activity, state.pushed = old.activity, old.pushed
+            if replace:
+                state.full_at = fetched_at
             self.projects[project_id] = state
         state.fetched_at = fetched_at
         state.activity = _latest(state.activity, activity)
         state.pushed = _latest(state.pushed, pushed)
+        if heads is not None:
+            state.heads.update(heads)
         added = 0
         for record in records:
-            committed = record.committed_date or record.authored_date
+            committed = min(record.committed_date or record.authored_date, fetched_at)
             if state.watermark is None or committed > state.watermark:
                 state.watermark = committed
+            if record.merge and not count_merges:
+                continue
             if record.authored_date < window_start or record.sha in state.commits:
                 continue
             state.commits[record.sha] = (
@@ -257,9 +307,13 @@ class IncrementalCommits:
         overlap: timedelta,
         users: Iterable[str],
         workers: int = 32,
+        reconcile_interval: timedelta = timedelta(0),
+        count_merges: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        self._reconcile_interval = reconcile_interval
+        self._count_merges = count_merges
         self._api = api
         self._store = store
         self._window = window
@@ -377,50 +431,116 @@ class IncrementalCommits:
         hint = self._hints.get(project_id, ProjectHint())
         state = store.projects.get(project_id)
         since = plan_fetch(state, hint, window_start=window.start, overlap=self._overlap)
-        if since is None:
+        due = state is not None and not inactive(hint, window.start) and (
+            state.full_at is None or self._now - state.full_at >= self._reconcile_interval
+        )
+        if since is None and not due:
             self.projects_skipped += 1
             return store.commits(project_id)
         self.requests_planned += 1
-        known_push = state.pushed if state is not None else None
         try:
-            records = await self._api.project_commits(project_id, since)
-            if state is not None and self._late_push(project_id, hint, known_push, records):
-                # a new push's head is not among what the watermark found: its commits
-                # carry older committer dates (pushed late); read the whole window
-                self.full_rereads += 1
-                records = await self._api.project_commits(project_id, window.start)
+            if state is None or due:
+                if state is not None:
+                    self.full_rereads += 1
+                await self._read_full(project_id, hint)
+            else:
+                await self._read_changes(project_id, state, hint)
         except NotFoundError:
             # A listed project without a visible repository (disabled, empty, or
             # gone since listing) has no commits for anyone.
             log.debug("project has no visible repository", project_id=project_id)
-            records = []
-            state = None
-        store.merge(
+            self._keep(project_id, hint, [], replace=True)
+        return store.commits(project_id)
+
+    def _keep(
+        self,
+        project_id: int,
+        hint: ProjectHint,
+        records: Iterable[CommitRecord],
+        *,
+        replace: bool,
+        heads: Mapping[str, str] | None = None,
+    ) -> None:
+        self._store.merge(
             project_id,
             records,
             fetched_at=self._now,
             activity=hint.activity,
-            window_start=window.start,
+            window_start=self._window.start,
             pushed=hint.pushed_at,
-            replace=state is None,
+            replace=replace,
+            heads=heads,
+            count_merges=self._count_merges,
         )
-        return store.commits(project_id)
 
-    def _late_push(
-        self,
-        project_id: int,
-        hint: ProjectHint,
-        known_push: datetime | None,
-        records: Sequence[CommitRecord],
-    ) -> bool:
-        fetched = {r.sha for r in records}
-        kept = self._store.projects[project_id].commits
-        for created_at, head in hint.pushes:
-            if known_push is not None and created_at <= known_push:
+    async def _read_full(
+        self, project_id: int, hint: ProjectHint, branches: Sequence[Branch] | None = None
+    ) -> None:
+        """The window's commits reachable from a branch; what was kept before is
+        replaced (commits that left every branch stop counting).
+
+        One read of every ref's commits in the window (``all=true``: GitLab's hidden refs
+        too), kept only where a walk from the branches' heads along ``parent_ids``
+        reaches them: the hidden refs' own commits (amended versions, merge refs' merge
+        commits) are not. The walk stops where the read does, at the window's start,
+        as ``git log --since`` on each branch would.
+        """
+        if branches is None:
+            branches = await self._api.branches(project_id)
+        start = self._window.start
+        records: list[CommitRecord] = []
+        if any(b.committed_date >= start for b in branches):
+            records = reachable(
+                await self._api.project_commits(project_id, start), (b.head for b in branches)
+            )
+        self._keep(
+            project_id, hint, records, replace=True, heads={b.name: b.head for b in branches}
+        )
+
+    async def _read_changes(
+        self, project_id: int, state: ProjectState, hint: ProjectHint
+    ) -> None:
+        """What changed since the last read: every commit each new push brought
+        (``compare`` from its old head to its new one), or, when the pushes do not say
+        it all, every branch whose head moved (compared with its head as last read)."""
+        known = state.pushed
+        pushes = sorted(p for p in hint.pushes if known is None or p[0] > known)
+        quiet = replace(hint, pushed_at=None, pushes=())
+        only_pushes = (
+            pushes
+            and plan_fetch(state, quiet, window_start=self._window.start,
+                           overlap=self._overlap) is None
+            and all(ref and base and head for _, ref, base, head in pushes)
+        )
+        records: list[CommitRecord] = []
+        heads: dict[str, str] = {}
+        if only_pushes:
+            for _, ref, base, head in pushes:
+                assert ref is not None and base is not None and head is not None
+                records.extend(await self._api.compare(project_id, base, head))
+                heads[ref] = head
+            self._keep(project_id, hint, records, replace=False, heads=heads)
+            return
+        branches = await self._api.branches(project_id)
+        current = {b.name: b for b in branches}
+        if any(name not in current for name in state.heads):
+            # a branch was deleted: its own commits may be gone with it
+            self.full_rereads += 1
+            await self._read_full(project_id, hint, branches)
+            return
+        for branch in branches:
+            old = state.heads.get(branch.name)
+            if old == branch.head:
                 continue
-            if head is None or (head not in fetched and head not in kept):
-                return True
-        return False
+            if old is not None:
+                records.extend(await self._api.compare(project_id, old, branch.head))
+            elif branch.committed_date >= self._window.start:
+                records.extend(
+                    await self._api.branch_commits(project_id, branch.name, self._window.start)
+                )
+        self._keep(
+            project_id, hint, records, replace=False, heads={b.name: b.head for b in branches}
+        )
 
     def finish(self) -> None:
         """After a scan: forget projects nobody works in, when every discovery succeeded."""

@@ -50,6 +50,9 @@ log = structlog.get_logger("exporter.scanner")
 ProgressCallback = Callable[[int, int], None]
 PROGRESS_LOG_SECONDS = 10.0
 USER_START_BATCH = 64  # users whose scans start in one turn of the event loop
+EVENTS_AFTER_MARGIN = timedelta(days=2)
+"""How many days before the window's start (a UTC date) the push events are asked
+``after``: GitLab ends that day in its own time zone, which may be behind UTC."""
 
 
 def utc_now() -> datetime:
@@ -121,6 +124,8 @@ class Scanner:
             users=usernames,
             # enough projects in flight to keep every connection busy, no more
             workers=2 * self._config.gitlab.max_concurrency,
+            reconcile_interval=timedelta(seconds=self._config.scan.reconcile_interval),
+            count_merges=self._config.scan.count_merge_commits,
         )
         items = self._authored_items(window, now, usernames)
         progress = _Progress(len(usernames), self._on_progress)
@@ -241,8 +246,9 @@ class Scanner:
         detail = found.user
         try:
             listed, merge_requests, issues = await asyncio.gather(
-                # `after` excludes the named day: ask from the day before the window starts
-                self._api.pushes(detail.id, window.start.date() - timedelta(days=1)),
+                # `after` excludes the named day, ended in the instance's time zone (up to
+                # 12 hours behind UTC): ask from two days before the window starts
+                self._api.pushes(detail.id, window.start.date() - EVENTS_AFTER_MARGIN),
                 # authored by the user; filtered to the window again below
                 items.merge_requests.of(detail.username),
                 items.issues.of(detail.username),
@@ -250,7 +256,7 @@ class Scanner:
         except NotFoundError:
             self.discovery.forget(username)  # gone since discovery: look it up again
             raise
-        # the day before the window starts came with the listing: only pushes within the
+        # the days before the window starts came with the listing: only pushes within the
         # window make a project one of the user's
         pushes = [p for p in listed if p.created_at in window]
         del listed

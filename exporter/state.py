@@ -33,14 +33,17 @@ from exporter.snapshot import ScanSummary, Snapshot, UserState, UserStats, froze
 
 log = structlog.get_logger("exporter.state")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "gitlab-activity-exporter"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE projects (
     id INTEGER PRIMARY KEY, fetched_at TEXT NOT NULL, activity TEXT, watermark TEXT,
-    pushed TEXT);
+    pushed TEXT, full_at TEXT);
+CREATE TABLE branches (
+    project_id INTEGER NOT NULL, name TEXT NOT NULL, head TEXT NOT NULL,
+    PRIMARY KEY (project_id, name));
 CREATE TABLE commits (
     project_id INTEGER NOT NULL, sha TEXT NOT NULL, author_name TEXT NOT NULL,
     author_email TEXT NOT NULL, authored TEXT NOT NULL, PRIMARY KEY (project_id, sha));
@@ -77,7 +80,7 @@ def fingerprint(config: Config, shard: str = "0/1") -> str:
     scan = config.scan
     return json.dumps(
         [config.gitlab.url, scan.lookback_days, scan.timezone, sorted(scan.periods.items()),
-         shard]
+         shard, scan.count_merge_commits]
     )
 
 
@@ -210,11 +213,19 @@ def save_state(
             ],
         )
         conn.executemany(
-            "INSERT INTO projects VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?)",
             (
                 (pid, p.fetched_at.isoformat(), _iso(p.activity), _iso(p.watermark),
-                 _iso(p.pushed))
+                 _iso(p.pushed), _iso(p.full_at))
                 for pid, p in store.projects.items()
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO branches VALUES (?, ?, ?)",
+            (
+                (pid, name, head)
+                for pid, p in store.projects.items()
+                for name, head in p.heads.items()
             ),
         )
         conn.executemany(
@@ -299,7 +310,7 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 "written for other settings (GitLab URL, window, zone, periods or shard)"
             )
         store = CommitStore()
-        for pid, fetched_at, activity, watermark, pushed in conn.execute(
+        for pid, fetched_at, activity, watermark, pushed, full_at in conn.execute(
             "SELECT * FROM projects"
         ):
             store.projects[int(pid)] = ProjectState(
@@ -307,7 +318,10 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 activity=_dt(activity),
                 watermark=_dt(watermark),
                 pushed=_dt(pushed),
+                full_at=_dt(full_at),
             )
+        for pid, name, head in conn.execute("SELECT * FROM branches"):
+            store.projects[int(pid)].heads[name] = head
         for pid, sha, name, email, authored in conn.execute("SELECT * FROM commits"):
             store.projects[int(pid)].commits[sha] = (sha, name, email, _req_dt(authored))
         listings: dict[tuple[str, str], dict[int, datetime | None]] = {}

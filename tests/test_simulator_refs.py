@@ -171,3 +171,14 @@ def test_a_new_commit_is_on_top_of_its_branch() -> None:
 
 def _fields(c: Commit) -> dict[str, Any]:
     return {name: getattr(c, name) for name in Commit.__slots__}  # type: ignore[attr-defined]
+
+
+async def test_parent_ids_follow_each_refs_history(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(create_app(repo_org(), token=TOKEN),
+                                  headers={"PRIVATE-TOKEN": TOKEN})
+    rows = await get(client, "/projects/10/repository/commits", all="true")
+    parents = {row["id"][:2]: [p[:2] for p in row["parent_ids"]] for row in rows}
+    assert parents == {
+        "a1": [], "b1": ["a1"], "a2": ["a1"], "m0": ["a2", "b1"],  # a merge keeps both
+        "k1": ["a1"], "h1": ["a1"], "g1": ["m0", "h1"],
+    }

@@ -19,6 +19,7 @@ from exporter.gitlab.errors import ApiError
 from exporter.periods import parse_gitlab_datetime
 
 __all__ = [
+    "Branch",
     "CommitRecord",
     "GitLabApi",
     "ItemRef",
@@ -65,6 +66,21 @@ class CommitRecord:
     authored_date: datetime
     # what ``since`` filters on; not part of a commit's identity
     committed_date: datetime | None = field(default=None, compare=False)
+    parent_ids: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def merge(self) -> bool:
+        """Two or more parents."""
+        return len(self.parent_ids) >= 2
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """A branch and its head commit."""
+
+    name: str
+    head: str
+    committed_date: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,11 @@ class Push:
     created_at: datetime
     head: str | None
     removed: bool = False
+    #: a tag push: ``head`` is the tag (an annotated tag's object), not a commit
+    tag: bool = False
+    ref: str | None = None
+    #: the ref's head before the push (``None``: a new ref, or a bulk push)
+    base: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,31 +256,70 @@ class GitLabApi:
                     created_at=shape.req_datetime(obj, "created_at"),
                     head=shape.opt_str(data, "commit_to"),
                     removed=data.get("action") == "removed",
+                    tag=data.get("ref_type") == "tag",
+                    ref=shape.opt_str(data, "ref"),
+                    base=shape.opt_str(data, "commit_from"),
                 )
             )
         return pushes
 
     async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
-        """Commits on every branch whose committer date is at or after ``since``."""
+        """Commits of every ref (``all=true``: GitLab's hidden refs too) whose committer
+        date is at or after ``since``."""
+        return await self._commits(
+            project_id, {"all": "true", "since": format_gitlab_datetime(since)}
+        )
+
+    async def branch_commits(
+        self, project_id: int, branch: str, since: datetime
+    ) -> list[CommitRecord]:
+        """Commits reachable from ``branch`` whose committer date is at or after ``since``."""
+        return await self._commits(
+            project_id, {"ref_name": branch, "since": format_gitlab_datetime(since)}
+        )
+
+    async def branches(self, project_id: int) -> list[Branch]:
+        """The project's branches with their head commits."""
+        endpoint = "/projects/:id/repository/branches"
+        shape = _Shape(endpoint)
+        branches: list[Branch] = []
+        async for raw in self._client.paginate(
+            f"/projects/{_id(project_id, 'project_id')}/repository/branches", endpoint=endpoint
+        ):
+            obj = shape.obj(raw, "branch")
+            head = shape.obj(obj.get("commit"), "field 'commit'")
+            branches.append(
+                Branch(
+                    name=shape.req_str(obj, "name"),
+                    head=shape.req_str(head, "id"),
+                    committed_date=shape.req_datetime(head, "committed_date"),
+                )
+            )
+        return branches
+
+    async def compare(self, project_id: int, base: str, head: str) -> list[CommitRecord]:
+        """The commits ``head`` has that ``base`` (or their merge base) has not."""
+        endpoint = "/projects/:id/repository/compare"
+        shape = _Shape(endpoint)
+        body = await self._client.get_json(
+            f"/projects/{_id(project_id, 'project_id')}/repository/compare",
+            {"from": base, "to": head},
+            endpoint=endpoint,
+        )
+        obj = shape.obj(body, "body")
+        raw = obj.get("commits")
+        return [_commit_record(shape, item) for item in shape.req_list(raw)]
+
+    async def _commits(self, project_id: int, params: Mapping[str, str]) -> list[CommitRecord]:
         endpoint = "/projects/:id/repository/commits"
         shape = _Shape(endpoint)
-        params = {"all": "true", "since": format_gitlab_datetime(since)}
         commits: list[CommitRecord] = []
         async for raw in self._client.paginate(
             f"/projects/{_id(project_id, 'project_id')}/repository/commits",
             params,
             endpoint=endpoint,
         ):
-            obj = shape.obj(raw, "commit")
-            commits.append(
-                CommitRecord(
-                    sha=shape.req_str(obj, "id"),
-                    author_name=shape.req_str(obj, "author_name"),
-                    author_email=shape.req_str(obj, "author_email"),
-                    authored_date=shape.req_datetime(obj, "authored_date"),
-                    committed_date=shape.opt_datetime(obj, "committed_date"),
-                )
-            )
+            commits.append(_commit_record(shape, raw))
         return commits
 
     async def group_members(self, full_path: str) -> list[str]:
@@ -363,6 +423,23 @@ class GitLabApi:
         async for raw in self._client.paginate(path, params, endpoint=endpoint):
             items.append(_item_ref(shape, shape.obj(raw)))
         return items
+
+
+def _commit_record(shape: _Shape, raw: Any) -> CommitRecord:
+    obj = shape.obj(raw, "commit")
+    parents = obj.get("parent_ids")
+    if parents is None:
+        parents = []
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise shape.fail("field 'parent_ids' is not a list of SHAs")
+    return CommitRecord(
+        sha=shape.req_str(obj, "id"),
+        author_name=shape.req_str(obj, "author_name"),
+        author_email=shape.req_str(obj, "author_email"),
+        authored_date=shape.req_datetime(obj, "authored_date"),
+        committed_date=shape.opt_datetime(obj, "committed_date"),
+        parent_ids=tuple(parents),
+    )
 
 
 def _item_ref(shape: _Shape, obj: Mapping[str, Any]) -> ItemRef:

@@ -899,8 +899,11 @@ def _add_refs(org: Org, seed: int, knobs: RefKnobs, clock: _Clock) -> None:
             for _ in range(_ri(rng, 1, 2)):
                 base = _ch(rng, trunk)
                 side = _ch(rng, inside)
+                later = base.committed_date + timedelta(minutes=1)
                 added.append(_variant(rng, base, branch=default,
                                       title=f"Merge branch '{side.branch}' into '{default}'",
+                                      committed_date=later,
+                                      authored_date=base.authored_date + timedelta(minutes=1),
                                       parent_ids=(base.sha, side.sha)))
         if knobs.future_dates and trunk and (not future_done or rng.random() < 0.03):
             future_done = True

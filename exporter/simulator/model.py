@@ -352,6 +352,21 @@ class Org:
         trunk = [c for c in own_refs.get(default, []) if c.history_key < base]
         return trunk + own
 
+    def parents(self, project_id: int) -> dict[str, tuple[str, ...]]:
+        """Each commit's ``parent_ids`` as its history has them: the commit before it on
+        its ref (for a branch's first commit, the default branch's commit it started
+        from); a merge commit keeps its other parents."""
+        out: dict[str, tuple[str, ...]] = {}
+        for ref in self._own_histories(project_id):
+            history = self._history(project_id, ref)
+            for before, c in zip([None, *history], history, strict=False):
+                if before is None:
+                    out.setdefault(c.sha, c.parent_ids if c.is_merge else ())
+                else:
+                    others = c.parent_ids[1:] if c.is_merge else ()
+                    out.setdefault(c.sha, (before.sha, *others))
+        return out
+
     def branch_log(self, project_id: int, ref: str) -> list[Commit]:
         """``git log REF``: newest first (by history, not by date)."""
         return list(reversed(self._history(project_id, ref)))

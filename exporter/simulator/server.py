@@ -785,13 +785,17 @@ class GitLabSimulator:
                 }
         return data
 
-    def _commit_json(self, c: Commit, project: Project) -> dict[str, Any]:
+    def _commit_json(
+        self, c: Commit, project: Project, parents: dict[str, tuple[str, ...]] | None = None
+    ) -> dict[str, Any]:
         committed = _commit_date(c.committed_date, c.millis)
+        if parents is None:
+            parents = self.org.parents(project.id)
         return {
             "id": c.sha,
             "short_id": c.short_id,
             "created_at": committed,
-            "parent_ids": list(c.parent_ids),
+            "parent_ids": list(parents.get(c.sha, c.parent_ids)),
             "title": c.title,
             "message": c.message,
             "author_name": c.author_name,
@@ -983,19 +987,21 @@ class GitLabSimulator:
         chunk, headers = self._page(request, commits, commits=True)
         if all_refs:
             chunk.reverse()  # with all=true each page is oldest-first
-        return _json([self._commit_json(c, project) for c in chunk], headers=headers)
+        parents = self.org.parents(project.id)
+        return _json([self._commit_json(c, project, parents) for c in chunk], headers=headers)
 
     async def _branches(self, request: web.Request, p: dict[str, str]) -> web.Response:
         project = self._find_project(p["0"])
         heads = self.org.branches(project.id)
         search = request.query.get("search", "").casefold()
         rows = [(name, head) for name, head in heads.items() if search in name.casefold()]
+        parents = self.org.parents(project.id)
 
         def render(row: tuple[str, Commit]) -> dict[str, Any]:
             name, head = row
             return {
                 "name": name,
-                "commit": self._commit_json(head, project),
+                "commit": self._commit_json(head, project, parents),
                 "merged": False,
                 "protected": name == project.default_branch,
                 "developers_can_push": False,
@@ -1021,10 +1027,11 @@ class GitLabSimulator:
             ends.append(found)
         base, head = ends
         commits = self.org.compare(project.id, base, head)
+        parents = self.org.parents(project.id)
         return _json(
             {
-                "commit": self._commit_json(commits[-1], project) if commits else None,
-                "commits": [self._commit_json(c, project) for c in commits],
+                "commit": self._commit_json(commits[-1], project, parents) if commits else None,
+                "commits": [self._commit_json(c, project, parents) for c in commits],
                 "diffs": [],
                 "compare_timeout": False,
                 "compare_same_ref": base.sha == head.sha,
