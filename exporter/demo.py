@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from exporter.config import Config, parse_config
-from exporter.simulator.generate import generate_org
+from exporter.simulator.generate import REALISTIC_REFS, generate_org
 from exporter.simulator.model import Org
 from exporter.simulator.server import SimulatorServer
 
@@ -46,6 +46,6 @@ def demo_document(org: Org, url: str, *, interval_seconds: float = 60.0) -> dict
 @asynccontextmanager
 async def run_demo(seed: int = 7, users: int = 24, projects: int = 80) -> AsyncIterator[Config]:
     """Start the simulator on a free local port; yield a config that scans it."""
-    org = generate_org(seed, users=users, projects=projects, host=DEMO_HOST)
+    org = generate_org(seed, users=users, projects=projects, host=DEMO_HOST, refs=REALISTIC_REFS)
     async with SimulatorServer(org, token=DEMO_TOKEN, host=DEMO_HOST, port=0) as sim:
         yield parse_config(demo_document(org, sim.url), env={})

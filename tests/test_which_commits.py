@@ -17,7 +17,7 @@ import pytest
 from exporter.config import Config, parse_config
 from exporter.service import ExporterService
 from exporter.simulator.generate import REALISTIC_REFS, RefKnobs, generate_org
-from exporter.simulator.model import Commit, Org, User
+from exporter.simulator.model import Commit, Event, Org, User
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.truth import expected_activity
 from exporter.simulator.workload import add_new_work
@@ -317,3 +317,37 @@ async def test_every_knob_on_first_incremental_reconciled_and_restarted_scans_ar
     async with ExporterService(config, clock=lambda: org.now) as service:
         assert service.snapshot.ready
         assert_exact(await service.scan_once(), org, config)  # restarted from the state file
+
+
+async def test_pushes_beyond_gitlabs_events_cap_still_bring_their_projects(
+    org: Org, sim: SimulatorServer
+) -> None:
+    """GitLab stops counting events at 10,001: a busy pusher's oldest pushes in the window
+    are on no page of the list; they are asked for again with ``before``."""
+    pid, _, owner = someones_commit(org)
+    other = next(p for p in sorted(org.projects) if p != pid
+                 and p not in org.personal_project_ids(owner.id)
+                 and p not in org.contributed.get(owner.id, []))
+    start = org.now - timedelta(days=30)
+    early = start + timedelta(hours=5)
+    name, email = owner.commit_identities[0]
+    org.add_commits(other, [Commit(sha="8" * 40, title="Early", message="Early",
+                                   author_name=name, author_email=email,
+                                   authored_date=early, committed_date=early,
+                                   branch=org.projects[other].default_branch)])
+    org.add_push(owner.id, other, early, "8" * 40, ref=org.projects[other].default_branch)
+    busy = start + timedelta(days=1)
+    step = (org.now - timedelta(days=1) - busy) / 10_200
+    first_id = org.next_event_id()
+    org.events[owner.id].extend(
+        Event(first_id + n, owner.id, pid, busy + n * step, push_data={"commit_count": 0})
+        for n in range(10_200)
+    )
+    org.reindex(commits=False)
+    config = make_config(org, sim.url)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        snapshot = await service.scan_once()
+    assert_exact(snapshot, org, config)
+    asked = [r.query for r in sim.log.entries
+             if r.endpoint == "/users/:id/events" and r.path.endswith(f"/{owner.id}/events")]
+    assert any("before" in q for q in asked)

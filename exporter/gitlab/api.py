@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -114,6 +114,10 @@ class AuthoredItem:
 
     author: str
     item: ItemRef
+
+
+EVENTS_PAGE_CAP = 101
+"""GitLab counts at most 10,001 events: ``rel="next"`` ends after page 101 at 100 a page."""
 
 
 def format_gitlab_datetime(value: datetime) -> str:
@@ -239,19 +243,34 @@ class GitLabApi:
         return ids
 
     async def pushes(self, user_id: int, after: date) -> list[Push]:
-        """The user's push events after the day ``after`` (that day excluded)."""
+        """The user's push events after the day ``after`` (that day excluded).
+
+        GitLab counts events only up to :data:`EVENTS_PAGE_CAP` pages (newest first): when
+        a list reaches it, the older events are asked for again with ``before``, from two
+        days after the oldest one seen (the day ends in the instance's time zone), until
+        a list ends before the cap.
+        """
         endpoint = "/users/:id/events"
         shape = _Shape(endpoint)
-        params = {"action": "pushed", "after": after.isoformat()}
-        pushes: list[Push] = []
-        async for raw in self._client.paginate(
-            f"/users/{_id(user_id, 'user_id')}/events", params, endpoint=endpoint
-        ):
-            obj = shape.obj(raw, "event")
-            data = obj.get("push_data")
-            data = shape.obj(data, "field 'push_data'") if data is not None else {}
-            pushes.append(
-                Push(
+        pushes: dict[int, Push] = {}
+        before: date | None = None
+        pages: list[None] = []
+        while True:
+            params = {"action": "pushed", "after": after.isoformat()}
+            if before is not None:
+                params["before"] = before.isoformat()
+            pages.clear()
+            oldest: datetime | None = None
+            async for raw in self._client.paginate(
+                f"/users/{_id(user_id, 'user_id')}/events",
+                params,
+                endpoint=endpoint,
+                on_page=lambda: pages.append(None),
+            ):
+                obj = shape.obj(raw, "event")
+                data = obj.get("push_data")
+                data = shape.obj(data, "field 'push_data'") if data is not None else {}
+                push = Push(
                     project_id=shape.req_int(obj, "project_id"),
                     created_at=shape.req_datetime(obj, "created_at"),
                     head=shape.opt_str(data, "commit_to"),
@@ -260,8 +279,18 @@ class GitLabApi:
                     ref=shape.opt_str(data, "ref"),
                     base=shape.opt_str(data, "commit_from"),
                 )
-            )
-        return pushes
+                pushes[shape.req_int(obj, "id")] = push
+                oldest = push.created_at if oldest is None else min(oldest, push.created_at)
+            if len(pages) < EVENTS_PAGE_CAP or oldest is None:
+                break
+            earlier = oldest.astimezone(UTC).date() + timedelta(days=2)
+            if before is not None and earlier >= before:
+                raise ApiError(
+                    f"more than {EVENTS_PAGE_CAP} pages of push events within two days",
+                    endpoint=endpoint,
+                )
+            before = earlier
+        return list(pushes.values())
 
     async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
         """Commits of every ref (``all=true``: GitLab's hidden refs too) whose committer

@@ -20,7 +20,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -366,12 +366,14 @@ class GitLabClient:
         *,
         endpoint: str,
         max_pages: int | None = None,
+        on_page: Callable[[], None] | None = None,
     ) -> AsyncIterator[Any]:
         """Yield the items of every page, following ``Link: rel="next"`` to the end.
 
         ``max_pages``: after the first page, raise :class:`PageBudgetExceeded` (before
         yielding anything) when GitLab's ``X-Total-Pages`` is above it or absent (GitLab
-        leaves it out for collections over 10,000 items).
+        leaves it out for collections over 10,000 items). ``on_page`` is called once per
+        page read.
         """
         query = dict(params or {})
         query["per_page"] = PER_PAGE
@@ -396,6 +398,8 @@ class GitLabClient:
                 raise ApiError(
                     "next page link points at another origin; refused", endpoint=endpoint
                 )
+            if on_page is not None:
+                on_page()
             for item in data:
                 yield item
             url = next_url

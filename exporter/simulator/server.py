@@ -947,8 +947,9 @@ class GitLabSimulator:
             ]
         if request.query.get("sort") == "asc":
             events = list(reversed(events))
-        # GitLab counts events up to a cap: rel="next" stops there
-        events = events[: self.org.events_cap]
+        # GitLab counts events up to a cap: rel="next" stops at the page that holds it
+        per_page = min(max(1, _int_param(request, "per_page", 20)), 100)
+        events = events[: math.ceil(self.org.events_cap / per_page) * per_page]
         # pages are cut before visibility filtering: a short page may have a next page
         chunk, headers = self._page(request, events)
         return _json([self._event_json(e) for e in chunk if not e.hidden], headers=headers)
