@@ -512,15 +512,30 @@ class IncrementalCommits:
                            overlap=self._overlap) is None
             and all(ref and base and head for _, ref, base, head in pushes)
         )
+        try:
+            if only_pushes:
+                await self._read_pushes(project_id, hint, pushes)
+            else:
+                await self._read_moves(project_id, state, hint)
+        except NotFoundError:
+            # a head GitLab no longer knows (a force-push's old head, garbage-collected):
+            # the whole window instead
+            self.full_rereads += 1
+            await self._read_full(project_id, hint)
+
+    async def _read_pushes(
+        self, project_id: int, hint: ProjectHint, pushes: Sequence[PushHead]
+    ) -> None:
         records: list[CommitRecord] = []
         heads: dict[str, str] = {}
-        if only_pushes:
-            for _, ref, base, head in pushes:
-                assert ref is not None and base is not None and head is not None
-                records.extend(await self._api.compare(project_id, base, head))
-                heads[ref] = head
-            self._keep(project_id, hint, records, replace=False, heads=heads)
-            return
+        for _, ref, base, head in pushes:
+            assert ref is not None and base is not None and head is not None
+            records.extend(await self._api.compare(project_id, base, head))
+            heads[ref] = head
+        self._keep(project_id, hint, records, replace=False, heads=heads)
+
+    async def _read_moves(self, project_id: int, state: ProjectState, hint: ProjectHint) -> None:
+        records: list[CommitRecord] = []
         branches = await self._api.branches(project_id)
         current = {b.name: b for b in branches}
         if any(name not in current for name in state.heads):

@@ -351,3 +351,44 @@ async def test_pushes_beyond_gitlabs_events_cap_still_bring_their_projects(
     asked = [r.query for r in sim.log.entries
              if r.endpoint == "/users/:id/events" and r.path.endswith(f"/{owner.id}/events")]
     assert any("before" in q for q in asked)
+
+
+async def test_a_push_from_a_head_gitlab_no_longer_has_reads_the_window(
+    org: Org, sim: SimulatorServer
+) -> None:
+    """A force-push's old head can be garbage-collected: its compare answers 404, and
+    the project is read in full instead of losing what it kept."""
+    config = make_config(org, sim.url, discovery_interval_seconds=3600)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        await service.scan_once()
+        first_new = org.next_event_id()
+        changed = add_new_work(org, share=0.05, push=True, seed=4)
+        for event in (e for evs in org.events.values() for e in evs if e.id >= first_new):
+            assert event.push_data is not None
+            event.push_data["commit_from"] = "f" * 40  # gone from the repository
+        mark = len(sim.log)
+        snapshot = await service.scan_once()
+    assert_exact(snapshot, org, config)
+    full = {r.path.split("/")[4] for r in repository_reads(sim, mark) if r.endpoint == BRANCHES}
+    assert full == {str(pid) for pid in changed}
+
+
+async def test_a_deleted_branch_takes_its_own_commits_with_it(
+    org: Org, sim: SimulatorServer
+) -> None:
+    """Deleting an unmerged branch is a push event without a new head: the branch list
+    shows it gone, and the project is read in full (no reconciliation needed)."""
+    config = make_config(org, sim.url, discovery_interval_seconds=3600)
+    pid, gone, owner = someones_commit(org, branch_only=True)
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        await service.scan_once()
+        own = [c.sha for c in org.commits[pid] if c.branch == gone.branch]
+        org.remove_commits(pid, own)
+        org.now += timedelta(minutes=10)
+        org.add_event(Event(org.next_event_id(), owner.id, pid, org.now - timedelta(minutes=5),
+                            push_data={"commit_count": 0, "commit_from": gone.sha,
+                                       "commit_to": None, "ref": gone.branch,
+                                       "ref_type": "branch", "action": "removed"}))
+        snapshot = await service.scan_once()
+        assert not set(own) & set(service.scanner.store.projects[pid].commits)
+    assert_exact(snapshot, org, config)
