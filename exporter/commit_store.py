@@ -38,6 +38,7 @@ from typing import Final
 import structlog
 
 from exporter.attribution import CommitLike, Window
+from exporter.author_index import EMPTY_INDEX, AuthorIndex
 from exporter.gitlab.api import Branch, CommitRecord, GitLabApi, Push
 from exporter.gitlab.errors import NotFoundError
 
@@ -74,6 +75,13 @@ class ProjectState:
     heads: dict[str, str] = field(default_factory=dict)
     #: scan time of the last full read of the window (every branch)
     full_at: datetime | None = None
+    #: the commits as handed out, and indexed by author; rebuilt after a change
+    view: tuple[StoredCommit, ...] | None = field(default=None, repr=False, compare=False)
+    index: AuthorIndex | None = field(default=None, repr=False, compare=False)
+
+    def changed(self) -> None:
+        self.view = None
+        self.index = None
 
 
 PushHead = tuple[datetime, str | None, str | None, str | None]
@@ -188,8 +196,22 @@ class CommitStore:
         return sum(len(p.commits) for p in self.projects.values())
 
     def commits(self, project_id: int) -> Sequence[StoredCommit]:
+        """The project's kept commits: the same tuple until they change."""
         state = self.projects.get(project_id)
-        return tuple(state.commits.values()) if state is not None else ()
+        if state is None:
+            return ()
+        if state.view is None:
+            state.view = tuple(state.commits.values())
+        return state.view
+
+    def index(self, project_id: int) -> AuthorIndex:
+        """The project's kept commits by author key, built once per change."""
+        state = self.projects.get(project_id)
+        if state is None:
+            return EMPTY_INDEX
+        if state.index is None:
+            state.index = AuthorIndex.build(self.commits(project_id))
+        return state.index
 
     def prune(self, project_id: int, window_start: datetime) -> int:
         """Drop the project's commits authored before the window; returns how many."""
@@ -199,6 +221,8 @@ class CommitStore:
         old = [sha for sha, c in state.commits.items() if c[AUTHORED] < window_start]
         for sha in old:
             del state.commits[sha]
+        if old:
+            state.changed()
         return len(old)
 
     def merge(
@@ -236,6 +260,7 @@ class CommitStore:
         state.pushed = _latest(state.pushed, pushed)
         if heads is not None:
             state.heads.update(heads)
+        state.changed()
         added = 0
         for record in records:
             committed = min(record.committed_date or record.authored_date, fetched_at)

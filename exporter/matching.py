@@ -46,5 +46,10 @@ class Identity:
         names = {_norm(n) for n in (display_name, username) if n and n.strip()}
         return cls(username=username, emails=frozenset(emails), names=frozenset(names))
 
+    def author_keys(self) -> tuple[tuple[str, str], ...]:
+        """The :mod:`exporter.author_index` keys this user's commits are found under."""
+        return (*(("email", e) for e in sorted(self.emails)),
+                *(("name", n) for n in sorted(self.names)))
+
     def matches(self, author_name: str, author_email: str) -> bool:
         return _norm(author_email) in self.emails or _norm(author_name) in self.names

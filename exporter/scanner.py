@@ -19,10 +19,9 @@ import structlog
 
 from exporter.attribution import (
     MERGE_REQUEST_STATE_ALIASES,
-    CommitLike,
     ProjectSets,
     Window,
-    attribute_steps,
+    attribute,
     count_by_state,
     distinct,
 )
@@ -285,8 +284,10 @@ class Scanner:
             del pushes, hints, by_project
             await asyncio.sleep(0)  # holding the turn: the next user goes in the next turn
         ids = sorted(projects.all)
-        fetched = await cache.get_many(ids)
-        commits: Mapping[int, Sequence[CommitLike]] = dict(zip(ids, fetched, strict=True))
+        await cache.get_many(ids)  # raises when a project the user needs failed
+        # each project's commits indexed by author once per change: the user looks at
+        # its own commits only
+        indexes = {pid: self.store.index(pid) for pid in ids}
         identity = Identity.build(
             user_id=detail.id,
             username=detail.username,
@@ -295,27 +296,14 @@ class Scanner:
             public_email=detail.public_email,
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
         )
-        # one user's counting at a time: thousands of users whose commits are ready at
-        # once take turns with everything else on the event loop instead of stalling it
-        async with self._cpu_turn:
-            steps = attribute_steps(
-                identity,
-                projects,
-                commits,
-                window=window,
-                zone=self._zone,
-                table=self._config.period_table,
-            )
-            # a user with many commits pauses between steps for the others; and every
-            # user pauses holding the turn after the last step, so users whose commits are
-            # ready at once count one per turn of the event loop, not all in the same one
-            stats: UserStats | None = None
-            while stats is None:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    stats = done.value
-                await asyncio.sleep(0)
+        stats = attribute(
+            identity,
+            projects,
+            indexes,
+            window=window,
+            zone=self._zone,
+            table=self._config.period_table,
+        )
         return replace(
             stats,
             merge_requests=count_by_state(
