@@ -14,8 +14,8 @@ brings every user up to date at once:
 The shared list is only read when it is short: when GitLab says it has more pages than
 half the users it would replace (a large shared instance such as gitlab.com), or when it
 fails, each user's own list is read instead, exactly as before, so a failure costs only
-the users it touches. After a list too long to read, the next attempt waits
-``full_interval``.
+the users it touches. After a list too long to read, or one that failed (after its
+retries), the next attempt waits ``full_interval``: until a full read is due again.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ class AuthoredItemStore:
 
     users: dict[str, UserItems] = field(default_factory=dict)  # by casefolded username
     full_sync_at: datetime | None = None  # the last full shared list read
-    declined_at: datetime | None = None  # the last shared list found too long to read
+    # the last shared list found too long to read, or failing: set aside until then
+    # plus the full interval
+    declined_at: datetime | None = None
 
     def replace(self, username: str, items: Iterable[ItemRef], synced_at: datetime) -> None:
         self.users[username.casefold()] = UserItems({i.id: i for i in items}, synced_at)
@@ -188,14 +190,17 @@ class AuthoredItems:
             )
             return False
         except GitLabError as exc:
-            log.info(
-                "shared list unavailable; reading each user's own",
+            # set aside until a full read is next due: the users' own lists serve meanwhile
+            store.declined_at = self._now
+            log.warning(
+                "shared list failed; reading each user's own until its next full read",
                 kind=self.kind,
                 reason=exc.reason,
                 error=str(exc),
             )
             return False
         except Exception:  # a bug here must not fail every user: their own lists still work
+            store.declined_at = self._now
             log.exception("shared list crashed; reading each user's own", kind=self.kind)
             return False
         by_author: dict[str, list[ItemRef]] = {}

@@ -26,12 +26,19 @@ from exporter.collectors import build_registry
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import configure_logging, register_secret
 from exporter.output import render
-from exporter.processmetrics import AsyncioTasksCollector
+from exporter.processmetrics import register_process_collectors
 from exporter.scanner import ProgressCallback
 from exporter.service import ExporterService
 from exporter.sharding import Shard, ordinal_from_hostname
+from exporter.state import StateFileError
 from exporter.web import make_app
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.webserver import (
+    HEADER_TIMEOUT_SECONDS,
+    GuardedSite,
+    default_max_connections,
+    quiet_accept_errors,
+)
 
 log = structlog.get_logger("exporter.cli")
 
@@ -89,6 +96,14 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="YAML file enabling TLS and/or basic auth (Prometheus exporter-toolkit format)",
     )
+    listen_flag.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=None,
+        help="most client connections held at once; beyond, the oldest idle one is closed "
+        "(default: from the open-file limit)",
+    )
 
     shard_flags = argparse.ArgumentParser(add_help=False)
     shard_flags.add_argument(
@@ -133,8 +148,14 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--output", default="table", choices=("table", "json", "csv", "prometheus")
     )
-    commands.add_parser(
+    check = commands.add_parser(
         "check-config", parents=[common, config_flag], help="validate the configuration"
+    )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach GitLab once: who the token is (administrator or not) and "
+        "GitLab's version, or what is wrong with the connection (exit 1)",
     )
     commands.add_parser(
         "demo",
@@ -200,11 +221,15 @@ async def _serve_until_signal(
     port: int,
     on_started: Callable[[str], None] | None = None,
     web_config: WebConfig | None = None,
+    max_connections: int | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT; a second signal exits at once."""
+    """Serve ``app`` until SIGTERM or SIGINT; a second signal exits at once. SIGHUP calls
+    ``on_reload`` (or is logged as ignored, like SIGUSR1 and SIGUSR2)."""
     ssl_context = web_config.apply(app) if web_config is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
 
     def _force_exit(signum: int, reason: str) -> None:
         log.error(reason, signal=signal.Signals(signum).name)
@@ -223,17 +248,36 @@ async def _serve_until_signal(
             SHUTDOWN_DEADLINE_SECONDS, _force_exit, signum, "shutdown took too long; exiting"
         )
 
+    def _other(signum: int) -> None:
+        if signum == signal.SIGHUP and on_reload is not None:
+            on_reload()
+        else:
+            log.info("signal ignored", signal=signal.Signals(signum).name)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _signal, signum)
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        loop.add_signal_handler(signum, _other, signum)
     # What start-up allocated (modules, configuration, the app) lives as long as the
     # process: keep it out of the garbage collector's full passes, which pause the loop.
     gc.freeze()
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, access_log=None
+        app,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        access_log=None,
+        # a request's headers must be in within this of connecting or of the last response
+        keepalive_timeout=HEADER_TIMEOUT_SECONDS,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = GuardedSite(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_context,
+            max_connections=max_connections or default_max_connections(),
+        )
         await site.start()
         address = site.name
         log.info("listening", address=address, version=__version__)
@@ -257,7 +301,7 @@ def _service_registry(service: ExporterService) -> CollectorRegistry:
 
 def _exporter_app(service: ExporterService) -> web.Application:
     registry = _service_registry(service)
-    registry.register(AsyncioTasksCollector())  # serve and demo only, not `scan`
+    register_process_collectors(registry)  # serve and demo only, not `scan`
     app = make_app(
         registry=registry,
         source=lambda: service.snapshot,
@@ -268,8 +312,37 @@ def _exporter_app(service: ExporterService) -> web.Application:
     return app
 
 
+def _max_connections(args: argparse.Namespace) -> int | None:
+    value: int | None = args.max_connections
+    if value is not None and value < 1:
+        raise UsageError(f"--web.max-connections must be at least 1, not {value}")
+    return value
+
+
 def _web_config(args: argparse.Namespace) -> WebConfig | None:
     return load_web_config(args.web_config_file) if args.web_config_file else None
+
+
+def _reloader(service: ExporterService, path: str) -> Callable[[], None]:
+    """SIGHUP: read ``path`` again; teams, users, periods and weights change from the
+    next scan on, state and numbers stay; an invalid file is one error line, and the
+    running configuration stays."""
+
+    def reload() -> None:
+        try:
+            new = _load(path)
+        except ConfigError as exc:
+            log.error("configuration not reloaded; the running one is kept", error=str(exc))
+            return
+        waiting = service.reload(new)
+        log.info(
+            "configuration reloaded",
+            teams=len(new.teams),
+            users=len(new.static_usernames),
+            **({"restart_needed_for": ", ".join(waiting)} if waiting else {}),
+        )
+
+    return reload
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -279,7 +352,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     web_config = _web_config(args)
     service = ExporterService(config, shard=shard)
     asyncio.run(
-        _serve_until_signal(_exporter_app(service), host, port, web_config=web_config)
+        _serve_until_signal(
+            _exporter_app(service),
+            host,
+            port,
+            web_config=web_config,
+            max_connections=_max_connections(args),
+            on_reload=_reloader(service, args.config_file),
+        )
     )
     return EXIT_OK
 
@@ -325,28 +405,37 @@ def terminal_progress(
 
 async def _scan(
     config: Config, output: str, shard: Shard, on_progress: ProgressCallback | None = None
-) -> tuple[str, bool]:
+) -> tuple[str, bool, bool]:
+    """The rendered scan, whether it ran to completion, and whether GitLab could not be
+    used at all (the cause then logged)."""
     service = ExporterService(config, shard=shard, on_progress=on_progress)
     registry = _service_registry(service)
     async with service:
         snapshot = await service.scan_once()
     summary = snapshot.last_scan
-    ok = summary is not None and (
-        summary.users_total == 0 or summary.users_failed < summary.users_total
+    door = service.connection_problem is not None
+    ok = not door and (
+        summary is not None
+        and (summary.users_total == 0 or summary.users_failed < summary.users_total)
     )
-    return render(snapshot, output, registry=registry), ok
+    return render(snapshot, output, registry=registry), ok, door
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    # a scan cut short by SIGTERM or a hang-up did not run to completion: not exit 0
+    # (see __main__, which catches them while the modules load)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     shard = shard_from_args(args)
     config = _load(args.config_file)
     with terminal_progress(
         sys.stderr, log_level=args.log_level, log_format=args.log_format
     ) as on_progress:
-        text, ok = asyncio.run(_scan(config, args.output, shard, on_progress))
+        text, ok, door = asyncio.run(_scan(config, args.output, shard, on_progress))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if not ok:
-        log.error("no user could be scanned")
+        if not door:  # a door mistake's cause was logged in one line already
+            log.error("no user could be scanned")
         return EXIT_SCAN_FAILED
     return EXIT_OK
 
@@ -359,6 +448,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"config ok: {len(config.teams)} teams, {users} users listed"
         + (f", {groups} GitLab groups resolved at scan time" if groups else "")
     )
+    if getattr(args, "connect", False):
+        return asyncio.run(_check_connection(config))
+    return EXIT_OK
+
+
+async def _check_connection(config: Config) -> int:
+    """``check-config --connect``: one probe; who the token is, or what is wrong."""
+    async with ExporterService(config) as service:
+        problem = await service.check_connection(report=False)
+        server = service.server
+    if problem is not None or server is None:
+        print(f"gitlab-activity-exporter: error: connection: {problem}", file=sys.stderr)
+        return EXIT_SCAN_FAILED
+    print(server.describe(config.gitlab.url))
     return EXIT_OK
 
 
@@ -381,8 +484,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     flush=True,
                 ),
                 web_config=web_config,
+                max_connections=max_connections,
             )
 
+    max_connections = _max_connections(args)
     asyncio.run(_run())
     return EXIT_OK
 
@@ -446,6 +551,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"config: {exc}")
     except WebConfigError as exc:
         _fail(f"web config: {exc}")
+    except StateFileError as exc:
+        _fail(str(exc))
     except UsageError as exc:
         _fail(str(exc))
     except OSError as exc:  # e.g. the listen port is taken

@@ -8,11 +8,12 @@ last scan produced. Everything is registered on a private registry returned by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.commit_store import SKIP_REASONS
 from exporter.exposition import SnapshotRegistry
 from exporter.gitlab.errors import FAILURE_REASONS
 from exporter.score import TeamTotals, team_members, team_totals, user_score
@@ -31,6 +32,8 @@ __all__ = [
     "LastScanDurationCollector",
     "LastScanSuccessCollector",
     "LastScanUsersCollector",
+    "ProjectReadFailuresCollector",
+    "ProjectsSkippedCollector",
     "ScanIntervalCollector",
     "ScansTotalCollector",
     "ShardInfoCollector",
@@ -231,6 +234,40 @@ class UserScanFailuresCollector(SnapshotCollector):
         yield family
 
 
+def _by_reason(known: Iterable[str], counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Every known reason (zero when absent), then any other reason found."""
+    reasons = list(known) + sorted(r for r in counts if r not in known)
+    return [(r, counts.get(r, 0)) for r in reasons]
+
+
+class ProjectsSkippedCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "projects_skipped",
+            "Projects of the scanned users whose commits the last scan could not read and "
+            "counted as none: forbidden (the token sees the project, not its code), "
+            "no_repository, not_found (gone since listed).",
+            labels=["reason"],
+        )
+        if snapshot.ready:
+            for reason, value in _by_reason(SKIP_REASONS, snapshot.projects_skipped):
+                family.add_metric([reason], value)
+        yield family
+
+
+class ProjectReadFailuresCollector(SnapshotCollector):
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            PREFIX + "project_read_failures_total",
+            "Failed reads of a project's commits that kept its last good commits, by "
+            "reason (a project never read fails the users who need it instead).",
+            labels=["reason"],
+        )
+        for reason, value in _by_reason(FAILURE_REASONS, snapshot.project_read_failures):
+            family.add_metric([reason], value)
+        yield family
+
+
 class UserLastSuccessCollector(SnapshotCollector):
     def families(self, snapshot: Snapshot) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -392,6 +429,8 @@ SNAPSHOT_COLLECTORS: tuple[type[SnapshotCollector], ...] = (
     UserScanFailuresCollector,
     UserLastSuccessCollector,
     UserUpCollector,
+    ProjectsSkippedCollector,
+    ProjectReadFailuresCollector,
     TeamMemberInfoCollector,
     TeamInfoCollector,
     TeamScoreCollector,

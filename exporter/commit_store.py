@@ -1,34 +1,43 @@
 """Incremental commit fetching: what is kept between scans and what a scan must fetch.
 
 Per project the store keeps only what the numbers need per commit (SHA, normalised
-author name and email, authored time) plus the fetch watermark: the newest *committer*
-date seen, because GitLab's ``since`` filters on the committer date. After the first
-scan a project is fetched from ``watermark - overlap`` and merged by SHA; commits whose
-authored time left the window are dropped. Memory grows with commits in the window, not
-with history.
+author name and email, authored time) of the commits in the window a **branch** reaches
+(not those only GitLab's hidden refs keep), and each branch's head. Memory grows with
+commits in the window, not with history.
 
-A project costs no commit request in a scan unless something says it changed:
+A project costs no request in a scan unless something says it changed:
 
-- never fetched before -> fetched over the whole window;
-- a scanned user's push event to it is newer than any push known at its last fetch
-  (event times are compared with event times: no clock skew);
+- never read before, or not read in full for ``reconcile_interval`` -> a full read: the
+  branch list, then every ref's commits in the window once (``all=true``), kept where a
+  walk from the branch heads along ``parent_ids`` reaches; it replaces what was kept;
+- a scanned user's push event to it is newer than any push known at its last read
+  (event times are compared with event times: no clock skew): each such push is read
+  with one ``compare`` from its old head to its new one (every commit it brought,
+  however old its committer dates);
 - its ``last_activity_at`` (from the project listings) is newer than when it was last
-  fetched; or the listing was refreshed since the last fetch and shows activity within
-  an hour before it (GitLab updates ``last_activity_at`` at most once an hour);
-- a project whose ``last_activity_at`` is before the window start is never fetched.
+  read, or the listing was refreshed since and shows activity within an hour before it
+  (GitLab updates ``last_activity_at`` at most once an hour), or a push does not name
+  both heads: the branch list, and each moved branch compared with its head as last read
+  (a new branch read over the window, a deleted one means a full read);
+- a project whose ``last_activity_at`` is before the window start is never read.
 
-Projects found only through push events have no ``last_activity_at``: they are fetched
-when first seen and then whenever a scanned user pushes to them again.
+Tag pushes change no branch and read nothing. Merge commits are left out unless asked
+for. Projects found only through push events have no ``last_activity_at``: they are
+read when first seen and then whenever a scanned user pushes to them again.
 
-Commits committed long before they were pushed lie behind the watermark: when a new
-push's head commit is not among what the incremental read returned (or a bulk push names
-none), the project's whole window is read again.
+One project's failure stays that project's. A repository the token may not read (403:
+it sees the project, not its code), one that does not exist (404 ``Repository``) or a
+project gone since it was listed is *skipped*: it has no commits for anyone and is
+counted by reason (:data:`SKIP_REASONS`). Any other failed read keeps the project's last
+good commits for this scan and is counted by the error's reason; only a project never
+read successfully fails the users who need it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -40,7 +49,7 @@ import structlog
 from exporter.attribution import CommitLike, Window
 from exporter.author_index import EMPTY_INDEX, AuthorIndex
 from exporter.gitlab.api import Branch, CommitRecord, GitLabApi, Push
-from exporter.gitlab.errors import NotFoundError
+from exporter.gitlab.errors import GitLabError, NotFoundError, UnauthorizedError
 
 log = structlog.get_logger("exporter.commit_store")
 
@@ -49,6 +58,19 @@ PREFETCH_BATCH = 64
 
 ACTIVITY_LAG = timedelta(hours=1)
 """GitLab updates a project's ``last_activity_at`` at most this often."""
+
+SKIP_REASONS: Final = ("forbidden", "no_repository", "not_found")
+"""Why a project's commits are not read: the token may not read its code (403), it
+has no repository (404 ``Repository``), it is gone or hidden since it was listed (404)."""
+
+
+def skip_reason(error: GitLabError) -> str | None:
+    """The :data:`SKIP_REASONS` entry for a failed commit read, or ``None``: a failure."""
+    if isinstance(error, UnauthorizedError) and error.status == 403:
+        return "forbidden"
+    if isinstance(error, NotFoundError):
+        return "no_repository" if "repository" in error.detail.casefold() else "not_found"
+    return None
 
 
 def _norm(value: str) -> str:
@@ -78,6 +100,8 @@ class ProjectState:
     #: the commits as handed out, and indexed by author; rebuilt after a change
     view: tuple[StoredCommit, ...] | None = field(default=None, repr=False, compare=False)
     index: AuthorIndex | None = field(default=None, repr=False, compare=False)
+
+    skipped: str | None = None  # one of SKIP_REASONS when the last read was refused
 
     def changed(self) -> None:
         self.view = None
@@ -261,6 +285,7 @@ class CommitStore:
         if heads is not None:
             state.heads.update(heads)
         state.changed()
+        state.skipped = None
         added = 0
         for record in records:
             committed = min(record.committed_date or record.authored_date, fetched_at)
@@ -278,6 +303,23 @@ class CommitStore:
             )
             added += 1
         return added
+
+    def skip(
+        self,
+        project_id: int,
+        reason: str,
+        *,
+        fetched_at: datetime,
+        activity: datetime | None,
+        pushed: datetime | None = None,
+    ) -> None:
+        """The project's read was refused (``reason``): no commits, asked again when
+        something says it changed (or at the next reconciliation)."""
+        state = ProjectState(fetched_at=fetched_at, activity=activity, watermark=None)
+        state.pushed = pushed
+        state.skipped = reason
+        state.full_at = fetched_at
+        self.projects[project_id] = state
 
     def retain(self, project_ids: Iterable[int]) -> int:
         """Forget projects no scanned user works in any more; returns how many."""
@@ -358,12 +400,19 @@ class IncrementalCommits:
         self.requests_planned = 0
         self.projects_skipped = 0
         self.full_rereads = 0
+        #: failed reads of projects that kept their last good commits, by reason
+        self.read_failures: Counter[str] = Counter()
         if not self._waiting:
             self._start()
 
     @property
     def projects_fetched(self) -> int:
         return self.requests_planned
+
+    @property
+    def started(self) -> bool:
+        """Every user has arrived (its discovery done or failed)."""
+        return self._started
 
     def arrive(self, username: str, hints: Mapping[int, ProjectHint] | None) -> None:
         """The user's discovery is done (``hints``) or failed (``None``); idempotent."""
@@ -470,11 +519,8 @@ class IncrementalCommits:
                 await self._read_full(project_id, hint)
             else:
                 await self._read_changes(project_id, state, hint)
-        except NotFoundError:
-            # A listed project without a visible repository (disabled, empty, or
-            # gone since listing) has no commits for anyone.
-            log.debug("project has no visible repository", project_id=project_id)
-            self._keep(project_id, hint, [], replace=True)
+        except GitLabError as exc:
+            return self._refused(project_id, state, hint, exc)
         return store.commits(project_id)
 
     def _keep(
@@ -496,6 +542,49 @@ class IncrementalCommits:
             replace=replace,
             heads=heads,
             count_merges=self._count_merges,
+        )
+
+    def _refused(
+        self,
+        project_id: int,
+        state: ProjectState | None,
+        hint: ProjectHint,
+        error: GitLabError,
+    ) -> Sequence[StoredCommit]:
+        """A failed read: skipped, last good commits kept, or (never read) raised."""
+        reason = skip_reason(error)
+        if reason is not None:
+            if state is None or state.skipped != reason:  # logged when it starts
+                log.info(
+                    "project skipped", project_id=project_id, reason=reason, error=str(error)
+                )
+            self._store.skip(
+                project_id,
+                reason,
+                fetched_at=self._now,
+                activity=hint.activity,
+                pushed=hint.pushed_at,
+            )
+            return ()
+        if state is None:
+            raise error  # never read: the users who need it fail with it
+        self.read_failures[error.reason] += 1
+        log.warning(
+            "project read failed; keeping its last good commits",
+            project_id=project_id,
+            reason=error.reason,
+            error=str(error),
+            kept=len(state.commits),
+        )
+        return self._store.commits(project_id)
+
+    def skipped_by_reason(self) -> Counter[str]:
+        """This scan's projects whose read was refused, by reason."""
+        projects = self._store.projects
+        return Counter(
+            state.skipped
+            for pid in self._decided
+            if (state := projects.get(pid)) is not None and state.skipped is not None
         )
 
     async def _read_full(

@@ -6,8 +6,11 @@ Defaults are documented in the README's configuration section.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from exporter.periods import PeriodTable, build_period_table, resolve_zone
 from exporter.score import DEFAULT_WEIGHTS, ScoreWeights
 
 TOKEN_ENV = "GITLAB_TOKEN"
+GITLAB_COM_HOST = "gitlab.com"
 
 DEFAULT_PERIODS: dict[str, str] = {
     "night": "00:00-06:00",
@@ -44,32 +48,45 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # .inf and .nan are valid YAML numbers, and no setting of ours works with them
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+
+DAY = 86400.0
 
 
 class EndpointLimit(_Strict):
     requests: int = Field(ge=1)
-    period_seconds: float = Field(gt=0)
+    period_seconds: float = Field(gt=0, le=DAY)
+
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
 class GitLabSettings(_Strict):
     url: str
+    # GitLab's commit_email_hostname (admin setting); None: learned from GitLab's web_urls
+    commit_email_hostname: str | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
-    requests_per_second: float = Field(default=10.0, gt=0)
+    # below one request per 100 s nothing finishes; above, there is no pacing to speak of
+    requests_per_second: float = Field(default=10.0, ge=0.01, le=100_000)
     max_concurrency: int = Field(default=16, ge=1, le=256)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_retries: int = Field(default=6, ge=0, le=20)
     max_response_bytes: int = Field(default=50 * 2**20, ge=1024)
     tls_verify: bool = True
-    # "gitlab.com" (its published limits) or {route template or "all": limit}
-    endpoint_limits: Literal["gitlab.com"] | dict[str, EndpointLimit] | None = None
+    ca_file: Path | None = None  # PEM CA bundle trusted besides the system's (internal CA)
+    # "gitlab.com" (its published limits), "none", or {route template or "all": limit};
+    # absent: gitlab.com's limits when gitlab.url is on gitlab.com, else none
+    endpoint_limits: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None = None
 
     @field_validator("endpoint_limits")
     @classmethod
     def _check_limits(
-        cls, value: Literal["gitlab.com"] | dict[str, EndpointLimit] | None
-    ) -> Literal["gitlab.com"] | dict[str, EndpointLimit] | None:
+        cls, value: Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None
+    ) -> Literal["gitlab.com", "none"] | dict[str, EndpointLimit] | None:
         if isinstance(value, dict):
             for key in value:
                 if key != "all" and not key.startswith("/"):
@@ -79,11 +96,25 @@ class GitLabSettings(_Strict):
     @property
     def rate_limits(self) -> dict[str, tuple[int, float]]:
         """``endpoint_limits`` as (requests, period) per route template (``all``: token)."""
-        if self.endpoint_limits == "gitlab.com":
+        if self.endpoint_limits == "gitlab.com" or (
+            self.endpoint_limits is None and self.host == GITLAB_COM_HOST
+        ):
             return dict(GITLAB_COM_ENDPOINT_LIMITS)
-        if self.endpoint_limits is None:
+        if self.endpoint_limits is None or self.endpoint_limits == "none":
             return {}
         return {k: (v.requests, v.period_seconds) for k, v in self.endpoint_limits.items()}
+
+    @field_validator("commit_email_hostname")
+    @classmethod
+    def _check_hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hostname = value.strip().casefold()
+        if not _HOSTNAME.match(hostname):
+            raise ValueError(
+                f"{value!r} is not a host name (e.g. users.noreply.gitlab.example.com)"
+            )
+        return hostname
 
     @field_validator("url")
     @classmethod
@@ -101,15 +132,15 @@ class GitLabSettings(_Strict):
 
 
 class ScanSettings(_Strict):
-    interval_seconds: float = Field(default=300.0, gt=0)
+    interval_seconds: float = Field(default=300.0, gt=0, le=7 * DAY)
     lookback_days: float = Field(default=30.0, gt=0, le=3650)
     timezone: str = "UTC"
     periods: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PERIODS))
-    discovery_interval_seconds: float = Field(default=3600.0, ge=0)
+    discovery_interval_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
     #: how often each active project's window is read again in full (default: as often
     #: as users' projects are rediscovered)
-    reconcile_interval_seconds: float | None = Field(default=None, ge=0)
-    overlap_seconds: float = Field(default=3600.0, ge=0)
+    reconcile_interval_seconds: float | None = Field(default=None, ge=0, le=365 * DAY)
+    overlap_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
     #: count merge commits (two or more parents); GitLab's contributor analytics does not
     count_merge_commits: bool = False
     state_file: Path | None = None
@@ -205,6 +236,7 @@ class Config:
     period_table: PeriodTable
     score_weights: ScoreWeights = DEFAULT_WEIGHTS
     state_file: Path | None = None  # scan.state_file, resolved against the config file
+    ca_file: Path | None = None  # gitlab.ca_file, resolved against the config file
 
     @property
     def static_usernames(self) -> tuple[str, ...]:
@@ -284,22 +316,31 @@ def load_teams_file(path: Path) -> list[Team]:
     return teams
 
 
+def _clean_token(raw: str, key: str) -> str:
+    """``raw`` without a byte-order mark (editors on Windows write one) and surrounding
+    whitespace; a token with whitespace, control or non-ASCII characters inside cannot
+    be sent in a header and is refused here, naming ``key``."""
+    token = raw.replace("\ufeff", "").strip()
+    if not token:
+        raise ConfigError(f"{key}: is empty")
+    if not all("!" <= char <= "~" for char in token):
+        raise ConfigError(f"{key}: the token contains whitespace, control or non-ASCII characters")
+    return token
+
+
 def _resolve_token(settings: GitLabSettings, env: Mapping[str, str], base: Path) -> str:
-    from_env = env.get(TOKEN_ENV, "").strip()
+    from_env = env.get(TOKEN_ENV, "").replace("\ufeff", "").strip()
     if from_env:
-        return from_env
+        return _clean_token(from_env, TOKEN_ENV)
     if settings.token is not None and settings.token_file is not None:
         raise ConfigError("gitlab.token: set either token or token_file, not both")
     if settings.token is not None:
-        token = settings.token.get_secret_value().strip()
-        if not token:
-            raise ConfigError("gitlab.token: is empty")
-        return token
+        return _clean_token(settings.token.get_secret_value(), "gitlab.token")
     if settings.token_file is not None:
-        token = _read_text(base / settings.token_file, "gitlab.token_file").strip()
-        if not token:
+        text = _read_text(base / settings.token_file, "gitlab.token_file")
+        if not text.replace("\ufeff", "").strip():
             raise ConfigError("gitlab.token_file: the file is empty")
-        return token
+        return _clean_token(text, "gitlab.token_file")
     raise ConfigError(
         f"gitlab.token: no token; set {TOKEN_ENV}, gitlab.token or gitlab.token_file"
     )
@@ -348,7 +389,24 @@ def parse_config(
         period_table=build_period_table(settings.scan.periods),
         score_weights=settings.score.to_weights(),
         state_file=base / settings.scan.state_file if settings.scan.state_file else None,
+        ca_file=_ca_file(settings.gitlab, base),
     )
+
+
+def _ca_file(settings: GitLabSettings, base: Path) -> Path | None:
+    """``gitlab.ca_file`` resolved, checked to hold at least one PEM certificate."""
+    if settings.ca_file is None:
+        return None
+    path = base / settings.ca_file
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, ValueError):  # SSLError first: it is an OSError too
+        raise ConfigError(f"gitlab.ca_file: {str(path)!r} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"gitlab.ca_file: cannot read {str(path)!r}: {exc.strerror or exc}"
+        ) from None
+    return path
 
 
 def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
@@ -366,3 +424,39 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Co
         ) from None
     return parse_config(document, env=env, base=path.parent)
 
+
+
+RELOADABLE = ("teams", "teams_file", "users", "score.weights", "scan.periods")
+"""What ``serve`` takes from a new configuration on SIGHUP; the rest waits for a restart."""
+
+
+def reloaded(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
+    """``running`` with the :data:`RELOADABLE` parts taken from ``new``, and the keys
+    that differ in ``new`` but only take effect after a restart (the GitLab connection,
+    the token, the scan's schedule, window, zone and state file)."""
+    waiting = [
+        f"gitlab.{name}"
+        for name in GitLabSettings.model_fields
+        if name not in ("token", "token_file")
+        and getattr(running.gitlab, name) != getattr(new.gitlab, name)
+    ]
+    if running.token != new.token:
+        waiting.append("gitlab.token")
+    waiting += [
+        f"scan.{name}"
+        for name in ScanSettings.model_fields
+        if name not in ("periods", "state_file")
+        and getattr(running.scan, name) != getattr(new.scan, name)
+    ]
+    if running.state_file != new.state_file:
+        waiting.append("scan.state_file")
+    merged = dataclasses.replace(
+        running,
+        scan=running.scan.model_copy(update={"periods": dict(new.scan.periods)}),
+        teams=new.teams,
+        extra_emails=new.extra_emails,
+        standalone_users=new.standalone_users,
+        period_table=new.period_table,
+        score_weights=new.score_weights,
+    )
+    return merged, tuple(waiting)

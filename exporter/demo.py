@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from exporter.config import Config, parse_config
-from exporter.simulator.generate import REALISTIC_REFS, generate_org
+from exporter.simulator.generate import REALISTIC_REFS, Realism, generate_org
 from exporter.simulator.model import Org
 from exporter.simulator.server import SimulatorServer
 
 DEMO_TOKEN = "demo-token"
 DEMO_HOST = "127.0.0.1"
+#: the simulated GitLab's external host (in its web_urls and no-reply emails), which is
+#: not where it listens, as behind a proxy or an in-cluster service
+DEMO_EXTERNAL_HOST = "gitlab.demo.example"
 DEMO_PERIODS = {"morning": "09:00-12:30", "afternoon": "12:30-17:00"}
 
 
@@ -45,7 +48,22 @@ def demo_document(org: Org, url: str, *, interval_seconds: float = 60.0) -> dict
 
 @asynccontextmanager
 async def run_demo(seed: int = 7, users: int = 24, projects: int = 80) -> AsyncIterator[Config]:
-    """Start the simulator on a free local port; yield a config that scans it."""
-    org = generate_org(seed, users=users, projects=projects, host=DEMO_HOST, refs=REALISTIC_REFS)
-    async with SimulatorServer(org, token=DEMO_TOKEN, host=DEMO_HOST, port=0) as sim:
+    """Start the simulator on a free local port; yield a config that scans it.
+
+    The organisation is as awkward as a real one seen by a token that is not an admin's
+    (private profiles, blocked and renamed users, projects whose code it may not read):
+    the demo shows those users failing and those projects skipped, as they would be.
+    """
+    org = generate_org(
+        seed,
+        users=users,
+        projects=projects,
+        host=DEMO_EXTERNAL_HOST,
+        realism=Realism.typical(users, projects),
+        refs=REALISTIC_REFS,
+    )
+    async with SimulatorServer(
+        org, token=DEMO_TOKEN, host=DEMO_HOST, port=0, admin=False
+    ) as sim:
+        sim.simulator.external_url = f"https://{DEMO_EXTERNAL_HOST}"  # in its page links
         yield parse_config(demo_document(org, sim.url), env={})

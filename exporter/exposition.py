@@ -10,6 +10,11 @@ The body is byte for byte what ``prometheus_client`` renders for the whole regis
 snapshot families first (they are registered first), then the live ones; in
 OpenMetrics the single ``# EOF`` comes at the very end.
 
+A scrape with ``name[]`` parameters gets what ``prometheus_client``'s own handler
+serves for them (only the samples with those names, families without one left out),
+taken from the same cache: the byte range of each cached family is kept with the set
+of its sample names.
+
 Rendering a snapshot's families is CPU work of a few hundred milliseconds for
 thousands of users; :meth:`SnapshotRegistry.render` does it in slices of
 :data:`SAMPLES_PER_SLICE` samples and yields to the event loop between them, so a
@@ -19,7 +24,8 @@ scrape or a warm-up after a scan never stalls the loop for long.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
@@ -54,6 +60,23 @@ class _Families:
 
     def collect(self) -> Iterable[Metric]:
         return self._metrics
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    """A rendered snapshot part and, per family, (its name, its sample names, where its
+    bytes start and end in ``body``)."""
+
+    body: bytes
+    families: tuple[tuple[str, frozenset[str], int, int], ...]
+
+
+def _restricted(metrics: Iterable[Metric], names: Collection[str]) -> Iterator[Metric]:
+    """What prometheus_client's ``RestrictedRegistry`` yields for ``names``."""
+    for metric in metrics:
+        restricted = metric._restricted_metric(names)  # type: ignore[no-untyped-call]
+        if restricted is not None:
+            yield restricted
 
 
 class _Live:
@@ -109,7 +132,7 @@ class SnapshotRegistry(CollectorRegistry):
         self._snapshot_collectors: list[Collector] = []
         self._live: list[Collector] = []
         self._cached_for: Snapshot | None = None
-        self._cache: dict[str, asyncio.Future[bytes]] = {}
+        self._cache: dict[str, asyncio.Future[_Rendered]] = {}
         self._encoders: dict[str, Encoder] = {}  # formats scraped so far, by content type
 
     # --- registration -------------------------------------------------------------
@@ -138,17 +161,24 @@ class SnapshotRegistry(CollectorRegistry):
         self._cached_for = None
         self._cache = {}
 
-    async def _render_snapshot_part(self, encoder: Encoder) -> bytes:
+    async def _render_snapshot_part(self, encoder: Encoder) -> _Rendered:
         parts: list[bytes] = []
+        families: list[tuple[str, frozenset[str], int, int]] = []
+        size = 0
         for collector in list(self._snapshot_collectors):
             for metric in collector.collect():
+                start = size
                 for part in _render_family(metric, encoder):
                     parts.append(part)
+                    size += len(part)
                     await asyncio.sleep(0)
+                families.append(
+                    (metric.name, frozenset(s.name for s in metric.samples), start, size)
+                )
             await asyncio.sleep(0)
-        return b"".join(parts)
+        return _Rendered(b"".join(parts), tuple(families))
 
-    def _entry(self, encoder: Encoder, key: str) -> asyncio.Future[bytes]:
+    def _entry(self, encoder: Encoder, key: str) -> asyncio.Future[_Rendered]:
         snapshot = self._source()
         if snapshot is not self._cached_for:
             self._forget()
@@ -159,28 +189,53 @@ class SnapshotRegistry(CollectorRegistry):
             self._cache[key] = entry
         return entry
 
-    async def snapshot_part(self, encoder: Encoder, key: str) -> bytes:
-        """The snapshot families of the current snapshot rendered by ``encoder`` (without
-        ``# EOF``); ``key`` names the encoder (its content type). Rendered once per
-        snapshot and key, concurrent callers share the one rendering."""
+    async def _rendered(self, encoder: Encoder, key: str) -> _Rendered:
         while True:
             snapshot = self._source()
             entry = self._entry(encoder, key)
             try:
-                body = await asyncio.shield(entry)
+                rendered = await asyncio.shield(entry)
             except Exception:
                 if self._cache.get(key) is entry:
                     del self._cache[key]
                 raise
             if self._source() is snapshot:
-                return body
+                return rendered
             # the snapshot changed while rendering: render the new one
 
-    async def render(self, encoder: Encoder, key: str) -> bytes:
-        """The whole exposition: cached snapshot part, then the live families."""
+    async def snapshot_part(self, encoder: Encoder, key: str) -> bytes:
+        """The snapshot families of the current snapshot rendered by ``encoder`` (without
+        ``# EOF``); ``key`` names the encoder (its content type). Rendered once per
+        snapshot and key, concurrent callers share the one rendering."""
+        return (await self._rendered(encoder, key)).body
+
+    async def render(
+        self, encoder: Encoder, key: str, names: Collection[str] | None = None
+    ) -> bytes:
+        """The whole exposition: cached snapshot part, then the live families.
+
+        ``names`` (the ``name[]`` of a scrape): only the samples with these names, as
+        ``prometheus_client`` restricts a registry; whole families come from the cache."""
         self._encoders[key] = encoder
-        snapshot_part = await self.snapshot_part(encoder, key)
-        return snapshot_part + encoder(_Live(self._live))
+        if names is None:
+            snapshot_part = await self.snapshot_part(encoder, key)
+            return snapshot_part + encoder(_Live(self._live))
+        wanted = frozenset(names)
+        rendered = await self._rendered(encoder, key)
+        parts: list[bytes | str] = []  # cached bytes, or the name of a family cut apart
+        for family, sample_names, start, end in rendered.families:
+            if sample_names and sample_names <= wanted:
+                parts.append(rendered.body[start:end])
+            elif sample_names & wanted:
+                parts.append(family)
+        partial = {p for p in parts if isinstance(p, str)}
+        cut: dict[str, bytes] = {}
+        if partial:  # some of a family's samples wanted: that family rendered apart
+            metrics = (m for c in list(self._snapshot_collectors) for m in c.collect())
+            for metric in _restricted((m for m in metrics if m.name in partial), wanted):
+                cut[metric.name] = _strip_eof(encoder(_Families([metric])))
+        body = b"".join(cut.get(p, b"") if isinstance(p, str) else p for p in parts)
+        return body + encoder(_Families(_restricted(_Live(self._live).collect(), wanted)))
 
     async def warm(self, extra: Iterable[tuple[Encoder, str]] = ()) -> None:
         """Render the current snapshot's part for the formats scraped before (and the

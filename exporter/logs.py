@@ -4,6 +4,10 @@ Every registered secret (the GitLab token, typically) is replaced by ``[REDACTED
 in every string of every event — the message, values, reprs of other values and
 rendered exception tracebacks — before the event is rendered. Records of the
 standard :mod:`logging` module (aiohttp, asyncio) go through the same chain.
+
+On the console every string is escaped for the terminal (ESC and OSC sequences from a
+GitLab name show as ``\x1b``, a newline in a value cannot forge a second line); JSON
+lines escape control characters by themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from urllib.parse import quote, quote_plus
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from exporter.text import terminal_text
 
 __all__ = [
     "FORMATS",
@@ -115,6 +121,23 @@ def redact_processor(logger: WrappedLogger, method_name: str, event_dict: EventD
     return {key: _redact_value(value, secrets) for key, value in event_dict.items()}
 
 
+_MULTILINE_KEYS = frozenset({"exception", "stack"})  # rendered tracebacks keep their lines
+
+
+def terminal_processor(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    """structlog processor escaping, in every string value, what a terminal acts on."""
+    return {
+        key: (
+            terminal_text(value, keep_newlines=key in _MULTILINE_KEYS)
+            if isinstance(value, str)
+            else value
+        )
+        for key, value in event_dict.items()
+    }
+
+
 def _renderer(fmt: str) -> Processor:
     if fmt == "json":
         return structlog.processors.JSONRenderer()
@@ -153,6 +176,7 @@ def configure_logging(
         # Exceptions become text here, so the redaction below covers tracebacks too.
         structlog.processors.format_exc_info,
         redact_processor,
+        *([terminal_processor] if fmt == "console" else []),
         renderer,
     ]
     structlog.configure(

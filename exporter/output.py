@@ -1,4 +1,9 @@
-"""Render one scan's snapshot for ``scan --output table|json|csv|prometheus``."""
+"""Render one scan's snapshot for ``scan --output table|json|csv|prometheus``.
+
+Names come from GitLab and the configuration: CSV cells are neutralised for
+spreadsheets (:func:`~exporter.text.spreadsheet_cell`), the table's text is escaped for
+the terminal (:func:`~exporter.text.terminal_text`); JSON escapes by itself.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from exporter.score import (
     user_status,
 )
 from exporter.snapshot import ISSUE_STATES, MERGE_REQUEST_STATES, PROJECT_KINDS, Snapshot
+from exporter.text import spreadsheet_cell, terminal_text
 
 __all__ = ["FORMATS", "leaderboard_rows", "render"]
 
@@ -168,8 +174,16 @@ def _csv(snapshot: Snapshot) -> str:
     writer = csv.DictWriter(buffer, fieldnames=_csv_columns(snapshot), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else str(v) for k, v in row.items()})
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
     return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):  # names: never a formula in a spreadsheet
+        return spreadsheet_cell(value)
+    return str(value)
 
 
 def _csv_columns(snapshot: Snapshot) -> list[str]:
@@ -215,8 +229,9 @@ def _table(snapshot: Snapshot) -> str:
                     str(stats.issues.get("closed", 0)),
                 ]
             status = user_status(member.user)
-            rows.append([str(member.rank), member.user.username, *numbers, status])
-        blocks.append((_team_title(entry, snapshot), rows))
+            username = terminal_text(member.user.username)
+            rows.append([str(member.rank), username, *numbers, terminal_text(status)])
+        blocks.append((terminal_text(_team_title(entry, snapshot)), rows))
     every_row = [header] + [row for _, rows in blocks for row in rows]
     widths = [max(len(r[i]) for r in every_row) for i in range(len(header))]
 

@@ -1,14 +1,26 @@
-"""Process self-metrics that prometheus_client's process collector does not have."""
+"""The process's own metrics: prometheus_client's process, platform and garbage
+collector collectors (``process_resident_memory_bytes`` against the pod's memory limit,
+``process_cpu_seconds_total``, ``process_open_fds``, ``python_gc_*``, ``python_info``),
+and the asyncio task count they do not have."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
 
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
-__all__ = ["AsyncioTasksCollector"]
+__all__ = ["AsyncioTasksCollector", "register_process_collectors"]
+
+
+def register_process_collectors(registry: CollectorRegistry) -> None:
+    """Register every process self-metric collector on the private ``registry``."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(AsyncioTasksCollector())
 
 ASYNCIO_TASKS = "gitlab_activity_process_asyncio_tasks"
 

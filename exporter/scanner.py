@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -30,8 +31,8 @@ from exporter.commit_store import CommitStore, IncrementalCommits, ProjectHint
 from exporter.config import Config
 from exporter.discovery import DiscoveryCache
 from exporter.gitlab.api import GitLabApi, Push
-from exporter.gitlab.errors import GitLabError, NotFoundError
-from exporter.matching import Identity
+from exporter.gitlab.errors import GitLabError, NotFoundError, PrivateProfileError
+from exporter.matching import Identity, shared_names
 from exporter.periods import resolve_zone
 from exporter.sharding import Shard
 from exporter.snapshot import (
@@ -83,7 +84,10 @@ class Scanner:
         self._on_progress = on_progress
         self._zone = resolve_zone(config.scan.timezone)
         self._host = config.gitlab.host
+        #: GitLab's external host as its web_urls name it (the no-reply emails' host)
+        self.external_host: str | None = None
         self._failing_groups: dict[str, str] = {}  # team -> reason, to log changes only
+        self._shared_logged: set[str] = set()  # shared names already logged
         # kept between scans: commits in the window, and who users are / what they list
         self.store = CommitStore()
         self.merge_requests = AuthoredItemStore()
@@ -92,6 +96,14 @@ class Scanner:
         self.discovery = DiscoveryCache(
             api, timedelta(seconds=config.scan.discovery_interval_seconds)
         )
+        self._ambiguous = _SharedNames(
+            self.discovery, (), ready=lambda: False, logged=self._shared_logged
+        )
+
+    def reconfigure(self, config: Config) -> None:
+        """Scan with ``config``'s teams, users, periods and weights from the next scan on
+        (what :func:`exporter.config.reloaded` lets change while running)."""
+        self._config = config
 
     async def scan(self, previous: Snapshot) -> Snapshot:
         started = time.time()
@@ -127,6 +139,9 @@ class Scanner:
             count_merges=self._config.scan.count_merge_commits,
         )
         items = self._authored_items(window, now, usernames)
+        self._ambiguous = _SharedNames(
+            self.discovery, usernames, ready=lambda: cache.started, logged=self._shared_logged
+        )
         progress = _Progress(len(usernames), self._on_progress)
         tasks: list[asyncio.Task[UserOutcome]] = []
         try:
@@ -151,6 +166,13 @@ class Scanner:
             items.close()
         finished = time.time()
         snapshot = _merge(previous, outcomes, teams, self._config, started, finished)
+        read_failures = Counter(previous.project_read_failures)
+        read_failures.update(cache.read_failures)
+        snapshot = replace(
+            snapshot,
+            projects_skipped=frozen_map(cache.skipped_by_reason()),
+            project_read_failures=frozen_map(read_failures),
+        )
         if self._shard.sharded:
             # one shard (by the same hash on the team's name) reports each team's info
             snapshot = replace(
@@ -168,6 +190,18 @@ class Scanner:
             seconds=round(summary.duration, 3),
         )
         return snapshot
+
+    def _learn_external_host(self, host: str | None) -> None:
+        """GitLab names its external host in every web_url; no-reply emails use it."""
+        if host is None or host == self.external_host:
+            return
+        self.external_host = host
+        if self._config.gitlab.commit_email_hostname is None:
+            log.info(
+                "no-reply commit emails matched on GitLab's external host",
+                commit_email_hostname=f"users.noreply.{host}",
+                gitlab_url_host=self._host,
+            )
 
     def _authored_items(
         self, window: Window, now: datetime, usernames: Sequence[str]
@@ -230,6 +264,8 @@ class Scanner:
             stats = await self._scan_user(username, window, cache, items)
             return UserOutcome(username, stats)
         except GitLabError as exc:
+            if isinstance(exc, PrivateProfileError):
+                cache.arrive(username, {})  # known to list nothing the token can read
             return UserOutcome(username, None, exc.reason, str(exc))
         except Exception as exc:  # isolation: one user's bug never fails the scan
             log.exception("user scan crashed", user=username)
@@ -242,6 +278,7 @@ class Scanner:
         self, username: str, window: Window, cache: IncrementalCommits, items: _ScanItems
     ) -> UserStats:
         found = await self.discovery.get(username, window.end)
+        self._learn_external_host(found.external_host)
         detail = found.user
         try:
             listed, merge_requests, issues = await asyncio.gather(
@@ -284,7 +321,7 @@ class Scanner:
             del pushes, hints, by_project
             await asyncio.sleep(0)  # holding the turn: the next user goes in the next turn
         ids = sorted(projects.all)
-        await cache.get_many(ids)  # raises when a project the user needs failed
+        fetched = await cache.get_many(ids)  # raises when a project the user needs failed
         # each project's commits indexed by author once per change: the user looks at
         # its own commits only
         indexes = {pid: self.store.index(pid) for pid in ids}
@@ -292,9 +329,11 @@ class Scanner:
             user_id=detail.id,
             username=detail.username,
             display_name=detail.name,
-            host=self._host,
+            host=self.external_host or self._host,
+            commit_email_hostname=self._config.gitlab.commit_email_hostname,
             public_email=detail.public_email,
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
+            ambiguous_names=self._ambiguous.get() if any(fetched) else (),
         )
         stats = attribute(
             identity,
@@ -314,6 +353,50 @@ class Scanner:
             ),
             issues=count_by_state(issues, window=window, states=ISSUE_STATES),
         )
+
+
+class _SharedNames:
+    """One scan's names (display names and usernames) that several scanned users share:
+    they identify none of them. Known once every user's discovery is done; each shared
+    name is logged once per process."""
+
+    def __init__(
+        self,
+        discovery: DiscoveryCache,
+        usernames: Sequence[str],
+        *,
+        ready: Callable[[], bool],
+        logged: set[str],
+    ) -> None:
+        self._discovery = discovery
+        self._keys = {u.casefold() for u in usernames}
+        self._ready = ready
+        self._logged = logged
+        self._names: frozenset[str] | None = None
+
+    def get(self) -> frozenset[str]:
+        if self._names is not None:
+            return self._names
+        entries = self._discovery.entries
+        people = [
+            (d.user.username, d.user.name) for k, d in entries.items() if k in self._keys
+        ]
+        people += [
+            (u.username, u.name) for k, (u, _) in self._discovery.hidden.items() if k in self._keys
+        ]
+        found = shared_names(people)
+        names = frozenset(found)
+        if self._ready():  # complete: keep it, and say once what is not used
+            self._names = names
+            for name in sorted(names - self._logged):
+                log.warning(
+                    "a name shared by scanned users identifies none of them; "
+                    "not used to match commits",
+                    name=name,
+                    users=list(found[name]),
+                )
+            self._logged.update(names)
+        return names
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,10 @@ class Snapshot:
     last_complete_scan_end: float | None = None
     scans_total: int = 0
     weights: ScoreWeights = DEFAULT_WEIGHTS  # how user scores are computed from the stats
+    # the last scan's projects whose commits could not be read at all, by reason
+    projects_skipped: Mapping[str, int] = field(default_factory=frozen_map)
+    # failed project reads that kept the last good commits, by reason, cumulative
+    project_read_failures: Mapping[str, int] = field(default_factory=frozen_map)
 
     @property
     def ready(self) -> bool:

@@ -226,10 +226,9 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
         return plain
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if "name[]" in request.query:  # a filtered scrape: rendered as a whole
-            return await plain(request)
         encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
-        body = await registry.render(encoder, content_type)
+        names = request.query.getall("name[]", None)  # a filtered scrape
+        body = await registry.render(encoder, content_type, names)
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response

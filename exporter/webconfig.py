@@ -18,6 +18,13 @@ Passwords are checked with ``bcrypt.checkpw`` (constant-time) in a worker thread
 check never blocks the event loop; successful checks are remembered (keyed by a salted
 SHA-256 of the credentials, never the password itself) so a scrape every few seconds
 does not cost a bcrypt round each time.
+
+The work a flood of wrong passwords can cause is bounded, and cannot delay a correct
+scrape: bcrypt runs on a pool of its own (:data:`BCRYPT_THREADS`, apart from the loop's
+default executor that DNS lookups use); at most :data:`MAX_CHECKS_IN_FLIGHT` checks are
+under way at once and at most one per client address; a request beyond that is answered
+429 (``Retry-After: 1``) at once, without a bcrypt round. Credentials that succeeded
+before skip all of it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +69,8 @@ TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
 OPEN_HEALTH_PATHS = frozenset({"/-/healthy", "/-/ready"})
 REALM = "gitlab-activity-exporter"
 CACHE_SIZE = 256
+BCRYPT_THREADS = 2
+MAX_CHECKS_IN_FLIGHT = 4
 _TOP_KEYS = ("tls_server_config", "basic_auth_users", "health_endpoints_open")
 _TLS_KEYS = ("cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version")
 
@@ -107,19 +117,20 @@ class WebConfig:
     def ssl_context(self) -> ssl.SSLContext | None:
         return self.tls.ssl_context() if self.tls is not None else None
 
-    def middlewares(self) -> list[Any]:
-        """aiohttp middlewares enforcing the configuration (none without users)."""
-        if not self.basic_auth_users:
-            return []
-        return [BasicAuth(self.basic_auth_users, open_paths=self._open_paths()).middleware]
-
     def _open_paths(self) -> frozenset[str]:
         return OPEN_HEALTH_PATHS if self.health_endpoints_open else frozenset()
 
     def apply(self, app: web.Application) -> ssl.SSLContext | None:
         """Add the auth middleware to ``app`` (before it starts); the TLS context or None."""
         context = self.ssl_context()
-        app.middlewares.extend(self.middlewares())
+        if self.basic_auth_users:
+            auth = BasicAuth(self.basic_auth_users, open_paths=self._open_paths())
+            app.middlewares.append(auth.middleware)
+
+            async def close(_app: web.Application) -> None:
+                auth.close()
+
+            app.on_cleanup.append(close)
         return context
 
 
@@ -244,7 +255,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class BasicAuth:
-    """HTTP basic auth against bcrypt hashes, with a cache of successful checks."""
+    """HTTP basic auth against bcrypt hashes, with a cache of successful checks and a
+    bound on the bcrypt work clients can cause (see the module's documentation)."""
 
     def __init__(self, users: Mapping[str, bytes], *, open_paths: frozenset[str] = frozenset()):
         self._users = dict(users)
@@ -253,34 +265,76 @@ class BasicAuth:
         self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=_cost(users)))
         self._salt = os.urandom(16)
         self._good: OrderedDict[bytes, None] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+        self._checking: set[str] = set()  # client addresses with a check under way
         self.bcrypt_checks = 0
         """How many times bcrypt ran (for tests)."""
+        self.peak_in_flight = 0
+        """The most checks under way at once (for tests)."""
+        self.refused = 0
+        """Requests answered 429 because the checks were busy."""
 
     def _key(self, user: str, password: bytes) -> bytes:
         return hashlib.sha256(self._salt + user.encode() + b"\0" + password).digest()
 
-    async def check(self, user: str, password: bytes) -> bool:
+    def known_good(self, user: str, password: bytes) -> bool:
+        """Whether these credentials succeeded recently (no bcrypt round needed)."""
         key = self._key(user, password)
         if key in self._good:
             self._good.move_to_end(key)
             return True
+        return False
+
+    async def check(self, user: str, password: bytes) -> bool:
+        if self.known_good(user, password):
+            return True
         hashed = self._users.get(user)
         self.bcrypt_checks += 1
-        ok = await asyncio.to_thread(_checkpw, password, hashed or self._dummy)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(BCRYPT_THREADS, thread_name_prefix="bcrypt")
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(self._pool, _checkpw, password, hashed or self._dummy)
         if ok and hashed is not None:
-            self._good[key] = None
+            self._good[self._key(user, password)] = None
             while len(self._good) > CACHE_SIZE:
                 self._good.popitem(last=False)
             return True
         return False
+
+    async def _bounded_check(self, client: str, user: str, password: bytes) -> bool | None:
+        """:meth:`check`, or ``None`` at once when the checks are busy for ``client``."""
+        if len(self._checking) >= MAX_CHECKS_IN_FLIGHT or client in self._checking:
+            self.refused += 1
+            return None
+        self._checking.add(client)
+        self.peak_in_flight = max(self.peak_in_flight, len(self._checking))
+        try:
+            return await self.check(user, password)
+        finally:
+            self._checking.discard(client)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in self._open_paths:
             return await handler(request)
         credentials = _parse_basic(request.headers.get("Authorization", ""))
-        if credentials is not None and await self.check(*credentials):
-            return await handler(request)
+        if credentials is not None:
+            if self.known_good(*credentials):
+                return await handler(request)
+            ok = await self._bounded_check(request.remote or "", *credentials)
+            if ok:
+                return await handler(request)
+            if ok is None:
+                return web.Response(
+                    status=429,
+                    text="Too many authentication attempts at once; retry\n",
+                    headers={"Retry-After": "1"},
+                )
         return web.Response(
             status=401,
             text="Unauthorized\n",

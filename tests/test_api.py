@@ -147,7 +147,7 @@ async def test_find_user_exact_case_insensitive(serve: Serve) -> None:
              "avatar_url": "x", "web_url": "y"},
         ]
     })
-    assert await api.find_user("alice") == UserRef(1, "Alice", "Alice A", "active")
+    assert await api.find_user("alice") == UserRef(1, "Alice", "Alice A", "active", "y")
     assert fake.requests[0].query["username"] == "alice"
 
 
@@ -166,14 +166,35 @@ async def test_find_user_not_a_substring_match(serve: Serve) -> None:
 async def test_get_user_empty_public_email_is_none(serve: Serve) -> None:
     api, _ = await serve({
         "/api/v4/users/1": {"id": 1, "username": "alice", "name": "Alice", "state": "active",
-                            "public_email": "", "bot": False},
+                            "public_email": "", "bot": False, "created_at": CREATED},
         "/api/v4/users/2": {"id": 2, "username": "bob", "name": "Bob", "state": "blocked",
-                            "public_email": "bob@example.com"},
-        "/api/v4/users/3": {"id": 3, "username": "carol", "name": "Carol", "state": "active"},
+                            "public_email": "bob@example.com", "created_at": CREATED},
+        "/api/v4/users/3": {"id": 3, "username": "carol", "name": "Carol", "state": "active",
+                            "created_at": CREATED},
     })
     assert await api.get_user(1) == UserDetail(1, "alice", "Alice", "active", None)
     assert await api.get_user(2) == UserDetail(2, "bob", "Bob", "blocked", "bob@example.com")
     assert (await api.get_user(3)).public_email is None
+
+
+CREATED = "2021-03-04T05:06:07.000Z"
+
+
+async def test_get_user_without_profile_fields_is_a_hidden_profile(serve: Serve) -> None:
+    # a private profile seen by a token that is not an admin's: the basic fields only
+    # (older releases drop only created_at)
+    api, _ = await serve({
+        "/api/v4/users/4": {"id": 4, "username": "dora", "name": "Dora", "state": "active",
+                            "locked": False, "avatar_url": None,
+                            "web_url": "https://gitlab.example.com/dora"},
+        "/api/v4/users/5": {"id": 5, "username": "ed", "name": "Ed", "state": "active",
+                            "public_email": "", "bio": ""},
+        "/api/v4/users/6": {"id": 6, "username": "fay", "name": "Fay", "state": "active",
+                            "public_email": "", "created_at": CREATED},
+    })
+    assert (await api.get_user(4)).profile_hidden
+    assert (await api.get_user(5)).profile_hidden
+    assert not (await api.get_user(6)).profile_hidden
 
 
 @pytest.mark.parametrize(

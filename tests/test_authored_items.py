@@ -115,6 +115,37 @@ async def test_a_failing_shared_list_falls_back_to_each_users_own(
     assert own == {u.username for u in org.users.values()}
 
 
+async def test_a_failing_shared_list_is_set_aside_until_its_next_full_read(
+    org: Org, sim: SimulatorServer
+) -> None:
+    config = make_config(org, sim.url, discovery_interval_seconds=3600)
+    # the shared list (no author_username) always fails; each user's own works
+    sim.faults.add(
+        FaultRule(r"/merge_requests$", "502_html", query_pattern=r"^(?!.*author_username)")
+    )
+
+    def shared(mark: int) -> list[dict[str, Any]]:
+        return [
+            r for r in item_requests(sim, mark)
+            if r["endpoint"] == "/merge_requests" and "author_username" not in r
+        ]
+
+    async with ExporterService(config, clock=lambda: org.now) as service:
+        first = await service.scan_once()
+        assert_items_exact(first, org, config)
+        assert len(shared(0)) == 1 + config.gitlab.max_retries  # tried, with its retries
+        change_items(org)
+        mark = len(sim.log)
+        second = await service.scan_once()
+        assert shared(mark) == []  # set aside: the users' own lists serve
+        assert_items_exact(second, org, config)
+        # a full read is due again after the full interval: the shared list is tried again
+        org.now += timedelta(seconds=3600)
+        mark = len(sim.log)
+        await service.scan_once()
+        assert len(shared(mark)) == 1 + config.gitlab.max_retries
+
+
 async def test_few_users_read_their_own_lists(org: Org, sim: SimulatorServer) -> None:
     document_users = sorted(org.users.values(), key=lambda u: u.id)[:3]
     document = config_document(org, sim.url)

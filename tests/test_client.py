@@ -222,22 +222,39 @@ async def test_pagination_loop_is_an_api_error(
     assert len(fake.seen) == 3  # page 1, page 2, page 1 again is the loop
 
 
-async def test_cross_origin_next_link_is_refused(
+async def test_next_link_on_another_origin_is_followed_on_the_configured_one(
     gitlab: Callable[[Handler], Awaitable[FakeGitLab]], session: aiohttp.ClientSession
 ) -> None:
+    # GitLab writes links on its external URL: their path and query go to our origin
     async def other_handler(request: web.BaseRequest) -> web.StreamResponse:
         return json_response(["stolen"])
 
     other = await gitlab(other_handler)
 
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        if "page=2" in request.path_qs:
+            return json_response(["b"])
         return json_response(["a"], Link=f'<{other.url("/api/v4/users?page=2")}>; rel="next"')
 
     fake = await gitlab(handler)
     client = make_client(session, fake)
-    with pytest.raises(ApiError, match="another origin"):
-        _ = [i async for i in client.paginate("/users", endpoint="/users")]
+    assert [i async for i in client.paginate("/users", endpoint="/users")] == ["a", "b"]
     assert other.seen == []
+    assert fake.seen[1].path_qs == "/api/v4/users?page=2"
+    assert fake.seen[1].token == TOKEN
+
+
+async def test_next_link_outside_the_api_is_refused(
+    gitlab: Callable[[Handler], Awaitable[FakeGitLab]], session: aiohttp.ClientSession
+) -> None:
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return json_response(["a"], Link='<https://elsewhere.example/login?page=2>; rel="next"')
+
+    fake = await gitlab(handler)
+    client = make_client(session, fake)
+    with pytest.raises(ApiError, match="not a GitLab API URL"):
+        _ = [i async for i in client.paginate("/users", endpoint="/users")]
+    assert len(fake.seen) == 1
 
 
 async def test_page_that_is_not_a_list_is_an_api_error(

@@ -131,7 +131,7 @@ def test_failure_counters_initialised_for_every_user_and_reason(
 ) -> None:
     name = "gitlab_activity_user_scan_failures_total"
     assert set(FAILURE_REASONS) == {
-        "not_found", "unauthorized", "rate_limited", "api_error", "timeout", "crash"
+        "not_found", "unauthorized", "private_profile", "rate_limited", "api_error", "timeout", "crash"
     }
     for user in ("alice", "bob", "carol"):
         for reason in FAILURE_REASONS:
@@ -270,6 +270,8 @@ def test_text_exposition_types_and_help(registry: CollectorRegistry) -> None:
         "gitlab_activity_user_scan_failures": "counter",
         "gitlab_activity_user_last_success_timestamp_seconds": "gauge",
         "gitlab_activity_user_up": "gauge",
+        "gitlab_activity_projects_skipped": "gauge",
+        "gitlab_activity_project_read_failures": "counter",
         "gitlab_activity_team_member_info": "gauge",
         "gitlab_activity_user_merge_requests": "gauge",
         "gitlab_activity_user_issues": "gauge",

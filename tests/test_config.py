@@ -99,8 +99,10 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
         ("surprise", 1, "surprise: unknown key"),
         ("gitlab.tokn", "x", "gitlab.tokn: unknown key"),
         ("gitlab.max_concurrency", "many", "gitlab.max_concurrency: Input should be a valid integer"),
-        ("gitlab.requests_per_second", 0, "gitlab.requests_per_second: Input should be greater than 0"),
+        ("gitlab.requests_per_second", 0, "gitlab.requests_per_second: Input should be greater than or equal to 0.01"),
         ("gitlab.url", "gitlab.example.com", "gitlab.url: 'gitlab.example.com' is not an http(s) URL"),
+        ("gitlab.commit_email_hostname", "https://x.example", "gitlab.commit_email_hostname: 'https://x.example' is not a host name"),
+        ("gitlab.commit_email_hostname", "a@b.example", "gitlab.commit_email_hostname: 'a@b.example' is not a host name"),
         ("scan.timezone", "Mars/Base", "scan.timezone: unknown time zone 'Mars/Base'"),
         ("scan.periods", {"morning": "9am-noon"}, "scan.periods: '9am-noon' is not a window"),
         ("scan.periods", {"a": "09:00-13:00", "b": "12:00-14:00"}, "scan.periods: periods 'a' and 'b' overlap"),
@@ -122,6 +124,71 @@ def test_bad_values_name_the_key(key: str, value: Any, message: str) -> None:
         parse_config(doc, env={})
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "scan.interval_seconds",
+        "scan.discovery_interval_seconds",
+        "scan.overlap_seconds",
+        "gitlab.timeout_seconds",
+        "gitlab.requests_per_second",
+        "score.weights.commits",
+    ],
+)
+@pytest.mark.parametrize("number", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path: Path, key: str, number: str) -> None:
+    name = key.rsplit(".", 1)[1]
+    doc = base()
+    _set(doc, key, 1)
+    text = yaml.safe_dump(doc).replace(f"{name}: 1\n", f"{name}: {number}\n")
+    assert number in text
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert str(info.value).startswith(f"{key}: ")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("gitlab.requests_per_second", 1e-9, "greater than or equal to 0.01"),
+        ("gitlab.timeout_seconds", 1e12, "less than or equal to 3600"),
+        ("scan.interval_seconds", 1e300, "less than or equal to 604800"),
+        ("scan.discovery_interval_seconds", 1e300, "less than or equal to"),
+        ("scan.overlap_seconds", 1e300, "less than or equal to"),
+    ],
+)
+def test_numbers_that_cannot_work_are_refused_naming_the_key(key: str, value: Any, message: str) -> None:
+    doc = base()
+    _set(doc, key, value)
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, env={})
+    assert str(info.value).startswith(key)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["\ufeffsecret-from-file\n", "\ufeff  secret-from-file \r\n\r\n", "\tsecret-from-file"],
+    ids=["bom", "bom-crlf-spaces", "tab"],
+)
+def test_token_file_bom_and_whitespace_are_stripped(tmp_path: Path, content: str) -> None:
+    (tmp_path / "token").write_bytes(content.encode("utf-8"))
+    doc = base()
+    doc["gitlab"] = {"url": "https://gitlab.example.com", "token_file": "token"}
+    assert load_config(write(tmp_path, doc), env={}).token == "secret-from-file"
+
+
+@pytest.mark.parametrize("content", ["glpat-aaa\nglpat-bbb", "glpat-aaa glpat-bbb", "glpat-caf\u00e9", "\ufeff\n"])
+def test_a_token_that_cannot_be_sent_is_refused(tmp_path: Path, content: str) -> None:
+    (tmp_path / "token").write_bytes(content.encode("utf-8"))
+    doc = base()
+    doc["gitlab"] = {"url": "https://gitlab.example.com", "token_file": "token"}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, doc), env={})
+    assert str(info.value).startswith("gitlab.token_file: ")
+    assert not any(part in str(info.value) for part in content.split())  # never echoed
 
 
 def test_missing_token() -> None:
@@ -217,3 +284,34 @@ def test_broken_teams_file_names_team_and_member(tmp_path: Path, mutate: Any, me
 def test_teams_file_not_json(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"teams_file: .* is not valid JSON \(line 1"):
         load_config(_with_teams_file(tmp_path, "{nope"), env={})
+
+
+def test_commit_email_hostname_is_optional_and_normalised() -> None:
+    assert parse_config(base(), env={}).gitlab.commit_email_hostname is None
+    doc = base()
+    doc["gitlab"]["commit_email_hostname"] = " Users.Noreply.GitLab.Example.com "
+    config = parse_config(doc, env={})
+    assert config.gitlab.commit_email_hostname == "users.noreply.gitlab.example.com"
+
+
+def test_reload_takes_teams_users_periods_and_weights_and_names_the_rest() -> None:
+    from exporter.config import reloaded
+
+    running = parse_config(base(), env={})
+    doc = base()
+    doc["teams"].append({"name": "platform", "members": ["carol"]})
+    doc["users"] = [{"username": "dave", "emails": ["d@old.example"]}]
+    doc["score"] = {"weights": {"commits": 3}}
+    doc["scan"] = {"periods": {"day": "08:00-20:00"}, "lookback_days": 7}
+    doc["gitlab"]["url"] = "https://elsewhere.example.com"
+    doc["gitlab"]["token"] = "another-token"
+    merged, waiting = reloaded(running, parse_config(doc, env={}))
+    assert [t.name for t in merged.teams] == ["backend", "platform"]
+    assert merged.standalone_users == ("dave",)
+    assert merged.extra_emails == {"dave": ("d@old.example",)}
+    assert merged.score_weights.commits == 3
+    assert merged.period_table.names[0] == "day" and merged.scan.periods == {"day": "08:00-20:00"}
+    # what the running connection and state depend on stays until a restart
+    assert merged.gitlab.url == "https://gitlab.example.com" and merged.token == "file-token"
+    assert merged.scan.lookback_days == 30
+    assert waiting == ("gitlab.url", "gitlab.token", "scan.lookback_days")

@@ -47,10 +47,15 @@ def instructions(text: str) -> list[tuple[str, str]]:
 
 def stages() -> list[Stage]:
     found: list[Stage] = []
+    args: dict[str, str] = {}
     for keyword, rest in instructions(DOCKERFILE.read_text()):
-        if keyword == "FROM":
+        if keyword == "ARG" and not found:  # an ARG before FROM: usable in FROM lines
+            name, _, default = rest.partition("=")
+            args[name] = default
+        elif keyword == "FROM":
             base, _, name = rest.partition(" AS ")
-            found.append(Stage(base.strip(), name.strip() or None))
+            base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base.strip())
+            found.append(Stage(base, name.strip() or None))
         else:
             found[-1].steps.append((keyword, rest))
     return found
@@ -66,7 +71,11 @@ def final(keyword: str) -> str:
 
 def test_image_shape() -> None:
     build, runtime = stages()
-    assert build.base == runtime.base == "python:3.11-slim"
+    assert build.base == runtime.base
+    # pinned by digest, and the comment says how to move the pin
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", build.base), build.base
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^#\s+docker buildx imagetools inspect python:3\.11-slim", text, re.M)
     assert build.name == "build"
     runtime_env = {k: v for key, rest in runtime.steps if key == "ENV" for k, v in env_pairs(rest).items()}
     assert runtime_env["PYTHONDONTWRITEBYTECODE"] == "1"
@@ -77,6 +86,24 @@ def test_image_shape() -> None:
     assert json.loads(final("CMD")) == ["serve", "--config.file", "/etc/gitlab-activity-exporter/config.yml"]
     runs = " ".join(rest for key, rest in runtime.steps if key == "RUN")
     assert "python -m venv" in runs and "--no-index" in runs
+
+
+def test_no_layer_of_the_image_holds_the_wheels() -> None:
+    # a COPY of the wheels makes a layer that a later `rm` cannot shrink: the install
+    # step mounts them from the build stage instead
+    runtime = stages()[-1]
+    copies = [rest for key, rest in runtime.steps if key == "COPY"]
+    assert not [c for c in copies if "wheels" in c], copies
+    (install,) = [rest for key, rest in runtime.steps if key == "RUN" and "--find-links /wheels" in rest]
+    assert install.startswith("--mount=type=bind,from=build,source=/wheels,target=/wheels ")
+    assert "rm " not in install
+
+
+def test_healthcheck_asks_the_liveness_endpoint_on_the_exposed_port() -> None:
+    check = final("HEALTHCHECK")
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert command[0] == "python"  # the slim image has no curl
+    assert f"http://127.0.0.1:{final('EXPOSE')}/-/healthy" in command[-1]
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
@@ -134,6 +161,8 @@ class Replay:
                         into.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(origin, into)
             elif keyword == "RUN":
+                # a bind mount from the build stage: the replay's root already has it
+                rest = re.sub(r"^(--mount=\S+\s+)+", "", rest)
                 # only the steps that build or install Python packages; not useradd
                 for part in rest.split("&&"):
                     part = part.strip()
@@ -150,6 +179,13 @@ class Replay:
                     assert done.returncode == 0, f"{part}\n{done.stdout}\n{done.stderr}"
 
 
+def healthcheck(python: Path, port: int) -> int:
+    """The image's HEALTHCHECK command run with the image's Python, against ``port``."""
+    command = json.loads(final("HEALTHCHECK").split(" CMD ", 1)[1])
+    argv = [str(python), *(a.replace(f":{final('EXPOSE')}/", f":{port}/") for a in command[1:])]
+    return subprocess.run(argv, capture_output=True, check=False, env={"PATH": "/usr/bin:/bin"}).returncode
+
+
 def tree(path: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in path.rglob("*")}
 
@@ -159,7 +195,6 @@ def test_replayed_install_runs_the_entrypoint(tmp_path: Path) -> None:
     replay = Replay(tmp_path / "image")
     for stage in stages():
         replay.run(stage)
-    assert not replay.host("/wheels").exists(), "the wheels should be gone from the image"
     entrypoint = json.loads(final("ENTRYPOINT"))[0]
     path = shutil.which(entrypoint, path=replay.env["PATH"])
     assert path is not None and path.startswith(str(replay.root)), path
@@ -187,9 +222,11 @@ def test_replayed_install_runs_the_entrypoint(tmp_path: Path) -> None:
                 ]  # fmt: skip
             time.sleep(0.2)
         assert commits, "the installed entrypoint served no per-user metrics within 30 s"
+        assert healthcheck(python, port) == 0
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0, output
+    assert healthcheck(python, port) != 0  # nothing listens: unhealthy
     assert tree(tmp_path) == before, "the exporter wrote files at runtime"
     assert not (tmp_path / "nohome").exists()

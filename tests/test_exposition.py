@@ -10,14 +10,16 @@ from collections.abc import Iterable
 import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
-from prometheus_client import generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 from prometheus_client.openmetrics.exposition import (
     generate_latest as generate_openmetrics,
 )
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as text_families
 
 from exporter import exposition
 from exporter.collectors import build_registry
@@ -224,3 +226,59 @@ async def test_http_metrics_equals_the_plain_rendering(
         assert await resp.read() == encoder(registry)
     filtered = await client.get("/metrics?name[]=gitlab_activity_user_up")
     assert filtered.status == 200  # served by prometheus_client's own handler
+
+
+class CreatedCounter:
+    """A snapshot family with two sample names (``_total`` and ``_created``)."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("test_cut", "A counter with a created time.", labels=["k"])
+        family.add_metric(["a"], 3, created=1_700_000_000.0)
+        return [family]
+
+
+def parsed(body: str, openmetrics: bool) -> list[tuple[str, str, str, list[object]]]:
+    parse = text_string_to_metric_families if openmetrics else text_families
+    return sorted(
+        (f.name, f.type, f.documentation, sorted(map(repr, f.samples))) for f in parse(body)
+    )
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+@pytest.mark.usefixtures("small_slices")
+async def test_filtered_scrapes_serve_what_prometheus_clients_handler_serves(
+    accept: str, aiohttp_client: object
+) -> None:
+    snap = many_users(30)
+    built = build_registry(lambda: snap, version="1.2.3")
+    registry = SnapshotRegistry(lambda: snap)
+    reference = CollectorRegistry(auto_describe=True)  # every family findable by name
+    for collector in [*built._snapshot_collectors, CreatedCounter()]:
+        registry.register_snapshot_collector(collector)
+        reference.register(collector)
+    for collector in built._live:
+        registry.register(collector)
+        reference.register(collector)
+    app: Application = make_app(registry=registry, source=lambda: snap, version="1.2.3")
+    app.router.add_get("/reference", make_aiohttp_handler(reference))
+    client: TestClient = await aiohttp_client(app)  # type: ignore[operator]
+    selections = [
+        ["gitlab_activity_user_commits"],
+        ["gitlab_activity_user_commits", "gitlab_activity_team_member_info"],
+        ["gitlab_activity_user_scan_failures_total", "gitlab_activity_build_info"],
+        ["test_cut_total"],  # part of a family
+        ["gitlab_activity_user_scan_failures"],  # a family's name, not a sample's: nothing
+        ["no_such_metric"],
+    ]
+    openmetrics = bool(accept)
+    for names in selections:
+        query = "&".join(f"name[]={n}" for n in names)
+        ours = await client.get(f"/metrics?{query}", headers={"Accept": accept})
+        theirs = await client.get(f"/reference?{query}", headers={"Accept": accept})
+        assert ours.status == theirs.status == 200
+        assert ours.headers["Content-Type"] == theirs.headers["Content-Type"]
+        body = await ours.text()
+        assert parsed(body, openmetrics) == parsed(await theirs.text(), openmetrics), names
+    # the filter keeps every user's series, not an empty family
+    every = await (await client.get("/metrics?name[]=gitlab_activity_user_commits")).text()
+    assert sum(line.startswith("gitlab_activity_user_commits{") for line in every.splitlines()) == 30

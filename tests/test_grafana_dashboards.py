@@ -115,6 +115,8 @@ def test_health_dashboard_covers_the_exporter() -> None:
         "gitlab_activity_api_retries_total",
         "gitlab_activity_api_ratelimit_remaining",
         "gitlab_activity_shard_info",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
     ):
         assert needed in exprs, needed
 
@@ -141,3 +143,30 @@ def test_provisioning_points_grafana_at_the_dashboards() -> None:
     assert entry["type"] == "file" and entry["options"]["path"]
     sources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.example.yml").read_text())
     assert sources["datasources"][0]["type"] == "prometheus"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_bar_gauges_start_at_zero(path: Path) -> None:
+    # without min 0 Grafana scales from the smallest value: the last bar is drawn empty
+    gauges = [p for p in panels(load(path)) if p["type"] == "bargauge"]
+    for panel in gauges:
+        assert panel["fieldConfig"]["defaults"].get("min") == 0, panel["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_all_is_a_regex_not_a_list_of_every_value(path: Path) -> None:
+    for variable in load(path)["templating"]["list"]:
+        if variable["type"] == "query":
+            assert variable.get("allValue") == ".*", variable["name"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_table_queries_aggregate_to_the_rows_labels(path: Path) -> None:
+    # Grafana's merge joins a table's queries on their labels: each query keeps only the
+    # row's labels (no __name__ of a recording rule, no job/instance/pod of the scrape)
+    for panel in panels(load(path)):
+        if panel["type"] != "table":
+            continue
+        for target in panel["targets"]:
+            expr = re.sub(r"^sort(_desc)?\((.*)\)$", r"\2", target["expr"].strip())
+            assert re.match(r"(sum|max|min|group|count) by \([\w, ]+\) \(", expr), (panel["title"], expr)

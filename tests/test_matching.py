@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.matching import Identity, noreply_emails
+from exporter.matching import Identity, noreply_emails, noreply_id, shared_names
 
 ANN = Identity.build(
     user_id=42,
@@ -61,3 +61,31 @@ def test_empty_public_email_does_not_match_empty_author_email() -> None:
     )
     assert not identity.matches("Someone", "")
     assert "" not in identity.emails
+
+
+def test_names_shared_by_two_people_identify_neither() -> None:
+    people = [("ann", "Ann Lee"), ("alee", " ann lee "), ("bob", "Bob"), ("Bobby", "BOB")]
+    shared = shared_names(people)
+    assert shared == {"ann lee": ("alee", "ann"), "bob": ("Bobby", "bob")}
+    identity = Identity.build(
+        user_id=1, username="ann", display_name="Ann Lee", host="h", ambiguous_names=shared
+    )
+    assert not identity.matches("Ann Lee", "laptop@localhost")
+    assert identity.matches("ann", "laptop@localhost")  # the username is still hers
+
+
+@pytest.mark.parametrize(
+    ("email", "user_id"),
+    [
+        ("42-ann@users.noreply.gitlab.example.com", 42),
+        ("42-old.name@users.noreply.gitlab.example.com", 42),  # renamed: the ID decides
+        ("42-@users.noreply.gitlab.example.com", None),
+        ("x42-ann@users.noreply.gitlab.example.com", None),
+        ("42ann@users.noreply.gitlab.example.com", None),
+        ("42-ann@users.noreply.gitlab.example.com.evil", None),
+        ("42-ann@sub.users.noreply.gitlab.example.com", None),
+        ("\u0664\u0662-ann@users.noreply.gitlab.example.com", None),  # non-ASCII digits
+    ],
+)
+def test_noreply_id(email: str, user_id: int | None) -> None:
+    assert noreply_id(email, "users.noreply.gitlab.example.com") == user_id

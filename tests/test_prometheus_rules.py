@@ -67,4 +67,14 @@ def test_recording_rules_follow_the_naming_convention() -> None:
     assert "team:gitlab_activity_commits:sum" in recorded
     for name in recorded:
         level, metric, operation = name.split(":")
-        assert level == "team" and metric.startswith("gitlab_activity_") and operation, name
+        assert level in ("team", "job_reason") and metric.startswith("gitlab_activity_") and operation, name
+
+
+def test_many_users_failing_for_one_reason_is_one_alert_and_silences_the_rest() -> None:
+    # the per-user, stale-scan and API-error alerts step back for the shared cause
+    by_name = {rule.get("alert"): rule for rule in rules()}
+    assert "job_reason:gitlab_activity_users_failing_widely:ratio" in str(by_name["GitLabActivityUsersFailing"]["expr"])
+    for name in ("GitLabActivityUserScanFailing", "GitLabActivityScanStale", "GitLabActivityApiErrors"):
+        assert "unless on (job" in str(by_name[name]["expr"]) and "failing_widely" in str(by_name[name]["expr"]), name
+    cases = {case["name"] for path in RULE_TESTS for case in yaml.safe_load(path.read_text())["tests"]}
+    assert "a wrong token pages once, not once per user" in cases

@@ -177,14 +177,16 @@ async def test_flaky_gitlab_is_retried_into_exact_numbers(org: Org, sim: Simulat
     assert statuses.get(503) == 1 and statuses.get(429) == 1
 
 
-async def test_revoked_token_fails_every_user_as_unauthorized(org: Org, sim: SimulatorServer) -> None:
+async def test_revoked_token_stops_the_scan_at_its_first_request(
+    org: Org, sim: SimulatorServer
+) -> None:
     config = make_config(org, sim.url)
     sim.faults.add(FaultRule(path_pattern=r".*", kind="401"))
     snapshot = await scan(config, org)
-    assert snapshot.last_scan is not None
-    assert snapshot.last_scan.users_failed == snapshot.last_scan.users_total > 0
-    assert {s.last_error for s in snapshot.users.values()} == {"unauthorized"}
+    assert snapshot.last_scan is None  # no user was scanned, none failed
+    assert not snapshot.users
     assert snapshot.last_complete_scan_end is None  # nothing was scanned: no complete scan
+    assert len(sim.log) == 1
 
 
 async def test_token_absent_from_debug_logs(org: Org, sim: SimulatorServer) -> None:

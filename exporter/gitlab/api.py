@@ -2,8 +2,10 @@
 
 Every response is checked for the fields we keep: a missing field, a wrong type or a
 ``null`` where a value is required raises :class:`~exporter.gitlab.errors.ApiError`
-(reason ``api_error``), never ``KeyError``/``TypeError``. Only the fields listed on the
-dataclasses are kept, so large scans hold little memory.
+(reason ``api_error``), never ``KeyError``/``TypeError``. Every string kept is made
+valid Unicode of bounded length here, where it enters (:func:`exporter.text.valid_text`):
+a lone surrogate from a broken GitLab cannot break a page, a file or a log line later.
+Only the fields listed on the dataclasses are kept, so large scans hold little memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import quote
 from exporter.gitlab.client import GitLabClient
 from exporter.gitlab.errors import ApiError
 from exporter.periods import parse_gitlab_datetime
+from exporter.text import valid_text
 
 __all__ = [
     "Branch",
@@ -37,6 +40,9 @@ class UserRef:
     username: str
     name: str
     state: str
+    #: the profile's address, on GitLab's external host (which may differ from the
+    #: configured URL's)
+    web_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,9 @@ class UserDetail:
     name: str
     state: str
     public_email: str | None
+    #: GitLab left out the profile fields (a private profile, or a blocked or unconfirmed
+    #: user, seen by a token that is not an admin's): the user's lists are hidden too
+    profile_hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +168,7 @@ class _Shape:
         value = obj.get(key)
         if not isinstance(value, str):
             raise self.fail(f"field {key!r} is {_kind(value)}, expected a string")
-        return value
+        return valid_text(value)
 
     def opt_str(self, obj: Mapping[str, Any], key: str) -> str | None:
         return None if obj.get(key) is None else self.req_str(obj, key)
@@ -215,6 +224,8 @@ class GitLabApi:
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
             public_email=public_email.strip() or None if public_email is not None else None,
+            # every profile GitLab shows carries created_at (whatever else it hides)
+            profile_hidden="created_at" not in obj,
         )
 
     async def user_projects(self, user_id: int) -> list[ProjectRef]:
@@ -412,6 +423,7 @@ class GitLabApi:
             username=shape.req_str(obj, "username"),
             name=shape.req_str(obj, "name"),
             state=shape.req_str(obj, "state"),
+            web_url=obj.get("web_url") if isinstance(obj.get("web_url"), str) else None,
         )
 
     async def _projects(self, path: str, endpoint: str) -> list[ProjectRef]:

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import structlog
 from multidict import CIMultiDictProxy
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from yarl import URL
@@ -42,7 +42,7 @@ from exporter.gitlab.errors import (
     RequestTimeoutError,
     UnauthorizedError,
 )
-from exporter.gitlab.pacing import RateGate, Ticket, header_number
+from exporter.gitlab.pacing import MAX_RESET_AHEAD, RateGate, Ticket, header_number
 
 __all__ = [
     "FAILURE_REASONS",
@@ -51,6 +51,7 @@ __all__ = [
     "GitLabClient",
     "GitLabError",
     "NotFoundError",
+    "ProbeAnswer",
     "RateLimitedError",
     "RequestTimeoutError",
     "UnauthorizedError",
@@ -62,6 +63,12 @@ log = structlog.get_logger("exporter.gitlab")
 API_PREFIX = "/api/v4"
 PER_PAGE = "100"
 MAX_REDIRECTS = 5
+PAGE_BUDGET = 2000
+"""Pages one listing may have (200,000 items): beyond, it is a runaway, not data."""
+EVENTS_PAGE_BUDGET = 101
+"""GitLab caps an events listing at 10,001 items: 101 pages of 100."""
+MAX_EMPTY_PAGES = 3
+"""Empty pages in a row that still name a next page, before a listing is stopped."""
 MAX_HEADER_WAIT = 15 * 60.0
 """Longest wait taken from ``Retry-After`` / ``RateLimit-Reset``, in seconds."""
 
@@ -70,6 +77,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, *range(520, 531)})
 _ERROR_BODY_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
 _DETAIL_CHARS = 160
+_ROUTE_LIMIT_TEXT = b"requested too many times"
+"""In the body of GitLab's per-route (application) limit 429s."""
 
 _DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -135,6 +144,18 @@ class ClientMetrics:
             buckets=_DURATION_BUCKETS,
             registry=registry,
         )
+        self.connection_up = Gauge(
+            "gitlab_activity_connection_up",
+            "0 when the last scan stopped at its first request (who is the token?) because "
+            "GitLab cannot be used (see the connection failures' reason), else 1.",
+            registry=registry,
+        )
+        self.connection_failures = Counter(
+            "gitlab_activity_connection_failures",
+            "Scans stopped before they began because GitLab could not be used, by cause.",
+            ["reason"],
+            registry=registry,
+        )
         self._ratelimit = _RateLimitCollector()
         registry.register(self._ratelimit)
 
@@ -168,7 +189,7 @@ def _header_wait(
             return max(0.0, when.timestamp() - now)
     if status == 429:
         reset = header_number(headers.get("RateLimit-Reset"))
-        if reset is not None:
+        if reset is not None and reset - now <= MAX_RESET_AHEAD:  # else not believed
             return max(0.0, reset - now)
     return None
 
@@ -281,6 +302,16 @@ class _Page:
     total_pages: int | None  # GitLab's X-Total-Pages, when it sent one
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """One answer to :meth:`GitLabClient.probe_get`, as it came."""
+
+    status: int
+    content_type: str
+    body: bytes
+    location: str | None
+
+
 class _Retry(Exception):
     """One attempt failed in a way worth retrying."""
 
@@ -334,6 +365,8 @@ class GitLabClient:
         if root.endswith(API_PREFIX):  # tolerate a base URL given with the API prefix
             root = root[: -len(API_PREFIX)]
         self._api_root = root + API_PREFIX
+        self._api_path = URL(self._api_root).raw_path
+        self._external_logged = False
         self._origin = _origin(base)
         self._token = token
         self._pacer = _Pacer(requests_per_second)
@@ -352,6 +385,41 @@ class GitLabClient:
 
     # -- public ---------------------------------------------------------------
 
+    @property
+    def base_url(self) -> str:
+        """The configured GitLab URL, without ``/api/v4``."""
+        return self._api_root[: -len(API_PREFIX)]
+
+    async def probe_get(self, path: str, *, within: float) -> ProbeAnswer:
+        """One GET of ``/api/v4`` + ``path``: no retries, no redirects followed, and
+        aiohttp's own exceptions left as they are, for :mod:`exporter.gitlab.door` to
+        name the cause."""
+        await self._pacer.wait()
+        self.request_count += 1
+        code = "error"
+        try:
+            async with self._session.get(
+                self._url(path, None),
+                headers={"PRIVATE-TOKEN": self._token, "Accept": "application/json"},
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=within),
+                raise_for_status=False,
+            ) as resp:
+                code = str(resp.status)
+                body = await self._read_body(resp, _ERROR_BODY_BYTES, path, strict=False)
+                return ProbeAnswer(
+                    resp.status,
+                    resp.headers.get("Content-Type", ""),
+                    body,
+                    resp.headers.get("Location"),
+                )
+        except TimeoutError:
+            code = "timeout"
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.requests.labels(path, code).inc()
+
     async def get_json(
         self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
     ) -> Any:
@@ -366,6 +434,7 @@ class GitLabClient:
         *,
         endpoint: str,
         max_pages: int | None = None,
+        page_budget: int | None = None,
         on_page: Callable[[], None] | None = None,
     ) -> AsyncIterator[Any]:
         """Yield the items of every page, following ``Link: rel="next"`` to the end.
@@ -374,15 +443,29 @@ class GitLabClient:
         yielding anything) when GitLab's ``X-Total-Pages`` is above it or absent (GitLab
         leaves it out for collections over 10,000 items). ``on_page`` is called once per
         page read.
+
+        A next link's path and query are put on the configured base URL (GitLab builds
+        its links from its external URL, which can differ); the token only ever goes
+        there. A listing longer than ``page_budget`` pages (default: GitLab's own events
+        cap for events, else :data:`PAGE_BUDGET`), or :data:`MAX_EMPTY_PAGES` empty pages
+        in a row that still name a next one, ends with an :class:`ApiError`.
         """
         query = dict(params or {})
         query["per_page"] = PER_PAGE
         url: URL | None = self._url(path, query)
+        if page_budget is None:
+            page_budget = EVENTS_PAGE_BUDGET if endpoint.endswith("/events") else PAGE_BUDGET
+        empty_ends = not endpoint.endswith("/events")  # events pages may be empty midway
         seen: set[tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]] = set()
+        empty_run = 0
         while url is not None:
             key = _page_key(url)
             if key in seen:
                 raise ApiError("pagination loop: next page was already read", endpoint=endpoint)
+            if len(seen) >= page_budget:
+                raise ApiError(
+                    f"listing longer than {page_budget} pages; stopped", endpoint=endpoint
+                )
             seen.add(key)
             page = await self._fetch(url, endpoint)
             data, next_url = page.data, page.next_url
@@ -394,15 +477,41 @@ class GitLabClient:
                 raise ApiError(
                     f"expected a JSON list, got {type(data).__name__}", endpoint=endpoint
                 )
-            if next_url is not None and _origin(next_url) != self._origin:
-                raise ApiError(
-                    "next page link points at another origin; refused", endpoint=endpoint
-                )
+            if next_url is not None:
+                next_url = self._on_base(next_url, endpoint)
+                empty_run = empty_run + 1 if not data else 0
+                if empty_ends and empty_run >= MAX_EMPTY_PAGES:
+                    raise ApiError(
+                        f"{empty_run} empty pages in a row, each naming another; stopped",
+                        endpoint=endpoint,
+                    )
             if on_page is not None:
                 on_page()
             for item in data:
                 yield item
             url = next_url
+
+    def _on_base(self, link: URL, endpoint: str) -> URL:
+        """A next link's path and query on the configured base URL (python-gitlab's
+        ``keep_base_url``): GitLab writes links on its external URL."""
+        if _origin(link) == self._origin and link.raw_path.startswith(self._api_path):
+            return link
+        raw = link.raw_path
+        at = raw.find(API_PREFIX + "/")
+        if at < 0:
+            raise ApiError("next page link is not a GitLab API URL; refused", endpoint=endpoint)
+        moved = URL(self._api_root + raw[at + len(API_PREFIX) :], encoded=True)
+        if link.raw_query_string:
+            moved = URL(f"{moved}?{link.raw_query_string}", encoded=True)
+        if not self._external_logged:
+            self._external_logged = True
+            log.warning(
+                "GitLab's external URL differs from gitlab.url; following its page links "
+                "on gitlab.url",
+                external=str(link.origin()) if link.absolute else "relative link",
+                configured=str(URL(self._api_root).origin()),
+            )
+        return moved
 
     # -- internals ------------------------------------------------------------
 
@@ -447,13 +556,19 @@ class GitLabClient:
                 await asyncio.sleep(wait)  # no concurrency slot held here
 
     async def _attempt(self, url: URL, endpoint: str) -> _Page:
-        ticket = await self.gate.acquire(endpoint)
-        try:
-            async with self._semaphore:
-                response = await self._follow(url, endpoint, ticket)
-        finally:
-            ticket.close()
+        response: _Response | None = None
+        while response is None:
+            ticket = await self.gate.acquire(endpoint)
+            try:
+                async with self._semaphore:
+                    # a route held meanwhile (a 429 while this waited for a slot): wait again
+                    if not self.gate.held(endpoint):
+                        response = await self._follow(url, endpoint, ticket)
+            finally:
+                ticket.close()
         status = response.status
+        if status != 429:
+            self.gate.accepted(endpoint)
         if 200 <= status < 300:
             try:
                 data = json.loads(response.body)
@@ -471,6 +586,10 @@ class GitLabClient:
         if status in (401, 403):
             raise UnauthorizedError(detail, endpoint=endpoint, status=status)
         if status == 429:
+            wait = _header_wait(status, response.headers, time.time())
+            if wait is not None and response.headers.get("RateLimit-Remaining") is None:
+                # a per-route limit: GitLab names no limit, only how long to wait
+                self.gate.hold(endpoint, wait, learn=_ROUTE_LIMIT_TEXT in response.body)
             raise _Retry(
                 "rate_limited",
                 status,

@@ -8,7 +8,17 @@ was one, and a short cause; it never contains the token.
 
 from __future__ import annotations
 
-FAILURE_REASONS = ("not_found", "unauthorized", "rate_limited", "api_error", "timeout", "crash")
+from exporter.text import valid_text
+
+FAILURE_REASONS = (
+    "not_found",
+    "unauthorized",
+    "private_profile",
+    "rate_limited",
+    "api_error",
+    "timeout",
+    "crash",
+)
 
 
 class GitLabError(Exception):
@@ -22,7 +32,7 @@ class GitLabError(Exception):
     reason: str = "api_error"
 
     def __init__(self, detail: str, *, endpoint: str, status: int | None = None) -> None:
-        self.detail = " ".join(detail.split())  # always one line
+        self.detail = " ".join(valid_text(detail).split())  # one line of valid text
         self.endpoint = endpoint
         self.status = status
         super().__init__(self._render())
@@ -55,6 +65,14 @@ class UnauthorizedError(GitLabError):
     """401 or 403: the token was rejected or lacks the scope."""
 
     reason = "unauthorized"
+
+
+class PrivateProfileError(GitLabError):
+    """The token cannot see the user's activity: GitLab answers ``/users/:id`` without
+    the profile fields and ``[]`` (with 200) for the user's events and project lists,
+    which must not be taken for no activity."""
+
+    reason = "private_profile"
 
 
 class RateLimitedError(GitLabError):
@@ -96,6 +114,7 @@ __all__ = [
     "GitLabError",
     "NotFoundError",
     "PageBudgetExceeded",
+    "PrivateProfileError",
     "RateLimitedError",
     "RequestTimeoutError",
     "UnauthorizedError",

@@ -9,9 +9,19 @@ in any period-long stretch: then no aligned window can see more, whatever the cl
 offset between us and GitLab. Requests of other endpoints are not held up meanwhile.
 
 Independently of configuration, the gate reads ``RateLimit-Name``, ``RateLimit-Remaining``
-and ``RateLimit-Reset`` from every response: once GitLab describes a limit, its remaining
-budget, less the requests still on their way, decides, and when it is spent the
-requests under that limit wait for its reset instead of meeting a 429.
+and ``RateLimit-Reset`` from every response that carries them: once GitLab describes a
+limit, its remaining budget, less the requests still on their way, decides, and when it
+is spent the requests under that limit wait for its reset instead of meeting a 429.
+
+No wait is without a bound. GitLab sends these headers on every answer only where it is
+asked to (gitlab.com); self-managed instances send them on the 429 alone. So a window
+whose end no later answer confirms is assumed to be followed by another of the same
+length: learnt from ``Remaining + Observed`` against the per-minute ``RateLimit-Limit``,
+from two successive resets, else the configured limit's period, else a minute. A reset
+further ahead than any GitLab window (:data:`MAX_RESET_AHEAD`: clock skew, a proxy
+sending milliseconds) is not believed, and logged once. A 429 without ``RateLimit-*``
+(GitLab's per-route limits send none) holds only its route, for its ``Retry-After``
+(the whole interval on current releases) or else the route's configured period.
 """
 
 from __future__ import annotations
@@ -21,6 +31,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+
+import structlog
+
+log = structlog.get_logger("exporter.gitlab.pacing")
 
 ALL = "all"
 """Key of the token-wide limit in ``gitlab.endpoint_limits``."""
@@ -42,6 +56,15 @@ HEADER_MARGIN = 0.5
 _POLL = 0.05
 RECHECK = 0.5
 """Longest sleep before a held request looks at the limits again."""
+MAX_RESET_AHEAD = 3600.0 + 60.0
+"""A reset further ahead than this is not believed: GitLab's longest window (the
+self-managed default period of its throttles) is an hour."""
+DEFAULT_WINDOW = 60.0
+"""Window length assumed when nothing better is known: ``RateLimit-Limit`` is per minute."""
+_ANSWER_LOG = 4096
+"""Answer times kept per route, to learn a limit GitLab does not name."""
+GENERAL_PREFIX = "throttle_"
+"""GitLab's general (Rack::Attack) throttles are named ``throttle_*``: token-wide."""
 
 
 class _Window:
@@ -98,12 +121,30 @@ class Ticket:
 class _Budget:
     """What GitLab last said is left of one limit in its current window."""
 
-    __slots__ = ("limit", "remaining", "reset")
+    __slots__ = ("confirmed", "hint", "limit", "period", "remaining", "reset", "size")
 
     def __init__(self, remaining: float, reset: float, limit: float | None) -> None:
         self.remaining = remaining
-        self.reset = reset  # clock() time the window ends; inf when not yet known
-        self.limit = limit
+        self.reset = reset  # clock() time the window ends
+        self.limit = limit  # RateLimit-Limit: a per-minute figure, whatever the period
+        self.size: float | None = None  # requests in one whole window, when known
+        self.period: float | None = None  # window length, when learnt
+        self.confirmed = True  # ``reset`` was named by GitLab, not assumed
+        self.hint: float | None = None  # a 429's Retry-After: at most one window long
+
+    def roll(self, now: float, fallback: float) -> None:
+        """The window is over and no answer named the next one's end: assume the next
+        is as long as this one (or ``fallback``) and starts with the whole allowance."""
+        period = self.period or self.hint or fallback
+        behind = now - self.reset
+        self.reset += period * max(1, math.ceil(behind / period))
+        self.confirmed = False
+        if self.size is not None:
+            self.remaining = self.size
+        elif self.limit is not None:
+            self.remaining = max(1.0, self.limit * period / 60.0)
+        else:
+            self.remaining = math.inf
 
 
 class RateGate:
@@ -130,35 +171,51 @@ class RateGate:
         self._in_flight: dict[str, int] = {}
         self._names: dict[str, set[str]] = {}  # RateLimit-Name -> endpoints it was seen on
         self._budgets: dict[str, _Budget] = {}  # RateLimit-Name -> what is left
+        self._held: dict[str, float] = {}  # endpoint -> clock() time a route 429 ends
+        self._accepted: dict[str, deque[float]] = {}  # endpoint -> recent answer times
+        self._learnt: set[str] = set()  # routes whose window was learnt from a 429
+        self._disbelieved = False  # an unbelievable reset was logged
         self.waits = 0  # times a request was held back, for logs and tests
+
+    def _token_wide(self, name: str) -> bool:
+        return name.startswith(GENERAL_PREFIX) or len(self._names[name]) > 1
 
     def _names_for(self, endpoint: str) -> list[str]:
         """Limits known from headers that apply: the route's own, and token-wide ones."""
         return [
             name
             for name, routes in self._names.items()
-            if endpoint in routes or len(routes) > 1  # seen on several routes: token-wide
+            if endpoint in routes or self._token_wide(name)
         ]
 
     def _windows_for(self, endpoint: str) -> list[_Window]:
         names = self._names_for(endpoint)
         windows = []
-        if self._general is not None and not any(len(self._names[n]) > 1 for n in names):
+        if self._general is not None and not any(self._token_wide(n) for n in names):
             windows.append(self._general)
         specific = self._windows.get(endpoint)
-        if specific is not None and not any(len(self._names[n]) == 1 for n in names):
+        if specific is not None and not any(not self._token_wide(n) for n in names):
             windows.append(specific)
         return windows
+
+    def _fallback_period(self, name: str) -> float:
+        """The configured period of the limit ``name`` stands for, else a minute."""
+        if self._token_wide(name):
+            window = self._general
+        else:
+            window = next(
+                (self._windows[e] for e in self._names[name] if e in self._windows), None
+            )
+        return window.period if window is not None else DEFAULT_WINDOW
 
     def _budget(self, name: str, now: float) -> _Budget:
         budget = self._budgets[name]
         if budget.reset <= now:  # the window is over: its full allowance is back
-            budget.remaining = budget.limit if budget.limit is not None else math.inf
-            budget.reset = math.inf  # until an answer names the new window's end
+            budget.roll(now, self._fallback_period(name))
         return budget
 
     def delay(self, endpoint: str) -> float:
-        """Seconds until a request to ``endpoint`` may start (0: now)."""
+        """Seconds until a request to ``endpoint`` may start (0: now); never unbounded."""
         now = self.clock()
         wait = 0.0
         for window in self._windows_for(endpoint):
@@ -166,13 +223,19 @@ class RateGate:
         for name in self._names_for(endpoint):
             budget = self._budget(name, now)
             # requests on their way may not be in GitLab's count yet: keep room for them
-            if len(self._names[name]) > 1:
+            if self._token_wide(name):
                 unseen = sum(self._in_flight.values())
             else:
                 unseen = self._in_flight.get(endpoint, 0)
             if budget.remaining - unseen < 1:
-                wait = max(wait, budget.reset - now if budget.reset < math.inf else _POLL)
-        return wait
+                wait = max(wait, budget.reset - now)
+        held = self._held.get(endpoint)
+        if held is not None:
+            if held > now:
+                wait = max(wait, held - now)
+            else:
+                del self._held[endpoint]
+        return min(wait, MAX_RESET_AHEAD)
 
     async def acquire(self, endpoint: str) -> Ticket:
         """Wait until a request to ``endpoint`` may start, and reserve its place."""
@@ -189,11 +252,68 @@ class RateGate:
         self._in_flight[endpoint] = self._in_flight.get(endpoint, 0) + 1
         return Ticket(self, endpoint, windows)
 
+    def held(self, endpoint: str) -> bool:
+        """Whether a per-route 429 holds ``endpoint`` now."""
+        held = self._held.get(endpoint)
+        return held is not None and held > self.clock()
+
+    def accepted(self, endpoint: str) -> None:
+        """GitLab answered a request to ``endpoint`` with something other than a 429."""
+        answers = self._accepted.get(endpoint)
+        if answers is None:
+            answers = self._accepted[endpoint] = deque(maxlen=_ANSWER_LOG)
+        answers.append(self.clock())
+
+    def hold(self, endpoint: str, seconds: float, *, learn: bool = True) -> None:
+        """A 429 that named no limit (GitLab's per-route limits send none): hold that
+        route for ``seconds`` (its ``Retry-After``, the whole interval on current
+        releases).
+
+        With ``learn`` (the answer is GitLab's per-route limit message), unless a limit
+        is configured for the route, one is learnt: what GitLab accepted on it over that
+        period before refusing, kept to from then on.
+        """
+        configured = self._windows.get(endpoint)
+        seconds = min(max(1.0, seconds), MAX_RESET_AHEAD)
+        now = self.clock()
+        until = now + seconds
+        self._held[endpoint] = max(until, self._held.get(endpoint, until))
+        if learn and (configured is None or endpoint in self._learnt):
+            recent = [t for t in self._accepted.get(endpoint, ()) if t > now - seconds]
+            learnt = _Window(max(1, len(recent)), seconds)
+            learnt.sent.extend(recent)
+            known = self._windows.get(endpoint)
+            if known is None or learnt.limit < known.limit or learnt.period > known.period:
+                self._windows[endpoint] = learnt
+                self._learnt.add(endpoint)
+                log.info(
+                    "GitLab limits this route without naming the limit; pacing it",
+                    endpoint=endpoint,
+                    requests=learnt.limit,
+                    period_seconds=round(seconds, 1),
+                )
+
+    def _believable(self, reset: float, now_wall: float) -> bool:
+        if reset - now_wall <= MAX_RESET_AHEAD:
+            return True
+        if not self._disbelieved:
+            self._disbelieved = True
+            log.warning(
+                "RateLimit-Reset ignored: further ahead than any GitLab window "
+                "(clock skew, or a proxy sending milliseconds?)",
+                seconds_ahead=round(reset - now_wall),
+                limit=MAX_RESET_AHEAD,
+            )
+        return False
+
     def observe(self, endpoint: str, headers: Mapping[str, str]) -> None:
         """Learn a limit's budget from a response's ``RateLimit-*`` headers."""
         name = headers.get("RateLimit-Name") or "unnamed"
         remaining = header_number(headers.get("RateLimit-Remaining"))
         reset = header_number(headers.get("RateLimit-Reset"))
+        wall = self._wall()
+        if reset is not None and not self._believable(reset, wall):
+            reset = None
         reported = remaining is not None and reset is not None
         now = self.clock()
         for other in self._names_for(endpoint):
@@ -204,22 +324,42 @@ class RateGate:
         if remaining is None or reset is None:
             return
         self._names.setdefault(name, set()).add(endpoint)
-        ends = now + max(0.0, reset - self._wall()) + HEADER_MARGIN
+        ends = now + max(0.0, reset - wall) + HEADER_MARGIN
         limit = header_number(headers.get("RateLimit-Limit"))
+        observed = header_number(headers.get("RateLimit-Observed"))
         budget = self._budgets.get(name)
         if budget is None:
-            self._budgets[name] = _Budget(remaining, ends, limit)
-            return
-        self._budget(name, now)
-        if limit is not None:
-            budget.limit = limit
-        if ends <= now:
-            return  # an answer from a window that is already over
-        if budget.reset == math.inf or ends > budget.reset + HEADER_MARGIN:
-            budget.reset = ends  # a new window
-            budget.remaining = remaining
-        else:  # answers arrive out of order: the lowest count is the latest
-            budget.remaining = min(budget.remaining, remaining)
+            budget = self._budgets[name] = _Budget(remaining, ends, limit)
+        else:
+            self._budget(name, now)
+            if limit is not None:
+                budget.limit = limit
+            if ends <= now:
+                return  # an answer from a window that is already over
+            if not budget.confirmed and abs(ends - budget.reset) <= HEADER_MARGIN:
+                budget.confirmed = True  # the assumed window is GitLab's
+            if ends > budget.reset + HEADER_MARGIN:  # a new window
+                step = ends - budget.reset
+                if budget.period is None and budget.confirmed and step <= MAX_RESET_AHEAD:
+                    budget.period = step  # two named windows' ends apart: learnt
+                budget.reset = ends
+                budget.confirmed = True
+                budget.remaining = remaining
+            else:  # answers arrive out of order: the lowest count is the latest
+                budget.remaining = min(budget.remaining, remaining)
+        retry_after = header_number(headers.get("Retry-After"))
+        if retry_after is not None and 1.0 <= retry_after <= MAX_RESET_AHEAD:
+            budget.hint = max(budget.hint or 0.0, retry_after)
+        if observed is not None:
+            # Remaining counts in the real period; on a 429 Observed is over the limit
+            size = remaining + observed if remaining > 0 else max(1.0, observed - 1)
+            if budget.size is None or remaining > 0:
+                budget.size = size
+            if budget.limit:
+                # RateLimit-Limit is ceil(size * 60 / period): the period follows
+                budget.period = min(
+                    MAX_RESET_AHEAD, max(1.0, budget.size * 60.0 / budget.limit)
+                )
 
 
 def header_number(value: str | None) -> float | None:

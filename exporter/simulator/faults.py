@@ -30,6 +30,10 @@ FAULT_KINDS: tuple[str, ...] = (
     "naive_dates",  # 200 with every timestamp stripped of its UTC offset
     "link_loop",  # 200 whose ``Link: rel="next"`` points back at the same page
     "huge_body",  # 200 streaming ``Faults.huge_body_bytes`` of JSON, no Content-Length
+    # the real answer, saying the token-wide limit is spent until a reset years ahead
+    # (a clock far off, or a proxy sending milliseconds)
+    "far_reset",
+    "endless_empty",  # 200 ``[]`` whose ``Link: rel="next"`` always names a new page
 )
 
 #: Kinds drawn for random faults (``fault_rate``): what a well-behaved client survives.
@@ -50,6 +54,8 @@ class FaultRule:
     times: int | None = None
     delay: float = 0.0
     hits: int = 0
+    #: when set, only requests whose query string (raw) this regex is found in
+    query_pattern: str | None = None
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -57,8 +63,10 @@ class FaultRule:
             raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
         self._regex = re.compile(self.path_pattern)
 
-    def matches(self, path: str, raw_path: str) -> bool:
+    def matches(self, path: str, raw_path: str, query: str = "") -> bool:
         if self.times is not None and self.hits >= self.times:
+            return False
+        if self.query_pattern is not None and not re.search(self.query_pattern, query):
             return False
         return bool(self._regex.search(path) or self._regex.search(raw_path))
 
@@ -98,10 +106,10 @@ class Faults:
         self.fault_rate = 0.0
         self.latency_ms = 0.0
 
-    def pick(self, path: str, raw_path: str) -> FaultRule | None:
+    def pick(self, path: str, raw_path: str, query: str = "") -> FaultRule | None:
         """The fault for this request, if any (targeted rules first, then random)."""
         for rule in self.rules:
-            if rule.matches(path, raw_path):
+            if rule.matches(path, raw_path, query):
                 rule.hits += 1
                 self._count(rule.kind)
                 return rule

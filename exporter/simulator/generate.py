@@ -770,9 +770,15 @@ def generate_org(
     lookback_days: float = 30,
     host: str = "gitlab.example.com",
     history_commits: int = 0,
+    realism: Realism | None = None,
     refs: RefKnobs | None = None,
 ) -> Org:
     """Build a deterministic organisation for ``seed`` (see the module docstring).
+
+    ``host`` is GitLab's *external* host: the one in every ``web_url`` and in the
+    no-reply commit emails, which may differ from where the simulator listens.
+    ``realism``: the awkward parts of real organisations (see :class:`Realism`); the
+    organisation is otherwise the same, the changes drawn from a generator of their own.
 
     ``history_commits``: every project that is not a fork gets this many more commits on
     its default branch, authored and committed in the two years before the window by
@@ -792,6 +798,9 @@ def generate_org(
     org = _Gen(seed, users, projects, now.astimezone(UTC), lookback_days, host).build()
     if history_commits:
         _add_history(org, seed, history_commits, now - timedelta(days=lookback_days))
+        org.reindex()
+    if realism is not None:
+        _apply_realism(org, seed, realism, now - timedelta(days=lookback_days))
         org.reindex()
     if refs is not None:
         _add_refs(org, seed, refs, _Clock(now.astimezone(UTC), lookback_days))
@@ -952,3 +961,136 @@ def _add_history(org: Org, seed: int, per_project: int, window_start: datetime) 
                     branch=project.default_branch,
                 )
             )
+
+
+@dataclass(frozen=True)
+class Realism:
+    """How many of each awkward thing of real organisations to add (all none by default).
+
+    What a non-admin token meets (gitlab-api.md): private profiles and blocked users,
+    projects whose code it may not read (403), projects without a repository (404
+    ``Repository``); and what every instance has: renamed users, whose older commits
+    carry the old name in their no-reply email, and people sharing a display name.
+    ``broken_projects`` always answer 500 on their commits.
+    """
+
+    private_profiles: int = 0
+    blocked_users: int = 0
+    renamed_users: int = 0
+    shared_names: int = 0  # pairs of users with the same display name
+    forbidden_projects: int = 0
+    repositoryless_projects: int = 0
+    broken_projects: int = 0
+
+    @classmethod
+    def typical(cls, users: int, projects: int) -> Realism:
+        """Proportions as a real organisation scanned with a non-admin token has them."""
+        if users < 8:
+            return cls()
+        return cls(
+            private_profiles=max(1, users // 25),
+            blocked_users=max(1, users // 60),
+            renamed_users=max(1, users // 30),
+            shared_names=max(1, users // 100),
+            forbidden_projects=max(1, projects // 40),
+            repositoryless_projects=max(1, projects // 60),
+        )
+
+
+def _apply_realism(org: Org, seed: int, realism: Realism, window_start: datetime) -> None:
+    rng = random.Random(f"realism-{seed}")
+    # the first users are the matching traps (ann, anna, JDoe) and the bot is special
+    people = [u for u in sorted(org.users.values(), key=lambda u: u.id) if not u.bot][3:]
+    rng.shuffle(people)
+
+    def take(n: int) -> list[User]:
+        chosen = people[:n]
+        del people[:n]
+        return chosen
+
+    for user in take(realism.private_profiles):
+        user.private_profile = True
+    for user in take(realism.blocked_users):
+        user.state = "blocked"
+    for user in take(realism.renamed_users):
+        given = user.name.split(" ")[0]
+        _rename(org, user, f"{user.username}-{_ri(rng, 2, 99)}", f"{given} {_ch(rng, _LAST)}-Lee")
+    in_lo = int(window_start.timestamp()) + 3 * 3600
+    in_hi = int(org.now.timestamp()) - 3 * 3600
+    for _ in range(realism.shared_names):
+        pair = take(2)
+        if len(pair) < 2:
+            break
+        first, second = pair
+        second.name = first.name
+        # commits under that name alone (an unconfigured laptop): nobody's for certain
+        places = sorted(
+            set(org.personal_project_ids(first.id)) | set(org.contributed.get(first.id, []))
+        )
+        for pid in places[:2]:
+            when = _dt(_ri(rng, in_lo, in_hi), _ch(rng, OFFSETS))
+            sha = f"{rng.getrandbits(160):040x}"
+            org.commits.setdefault(pid, []).append(
+                Commit(
+                    sha=sha, title="Fix typo", message="Fix typo\n", author_name=first.name,
+                    author_email=f"{first.username.lower()}@shared-laptop.local",
+                    authored_date=when, committed_date=when, committer_name=first.name,
+                    committer_email=f"{first.username.lower()}@shared-laptop.local",
+                    branch=org.projects[pid].default_branch,
+                )
+            )
+            org.projects[pid].empty_repo = False
+    with_commits = [
+        p for p in sorted(org.projects.values(), key=lambda p: p.id)
+        if p.namespace.kind == "group" and org.commits.get(p.id)
+    ]
+    rng.shuffle(with_commits)
+    for project in with_commits[: realism.forbidden_projects]:
+        project.code_forbidden = True
+        project.visibility = "private"
+    del with_commits[: realism.forbidden_projects]
+    active = [p for p in with_commits if p.last_activity_at >= window_start]
+    for project in active[: realism.broken_projects]:
+        project.broken = True
+    _add_repositoryless(org, rng, realism.repositoryless_projects, in_lo, in_hi)
+
+
+def _rename(org: Org, user: User, new: str, display_name: str) -> None:
+    """Rename as GitLab does (a new username, here a new display name as well): the
+    personal namespace moves, authored items follow, and commits keep the names and
+    emails they were written with."""
+    old = user.username
+    user.previous_usernames.append(old)
+    user.username = new
+    user.name = display_name
+    for project in org.projects.values():
+        ns = project.namespace
+        if ns.kind == "user" and ns.path.casefold() == old.casefold():
+            ns.path = ns.full_path = new
+            project.web_url = f"https://{org.host}/{project.path_with_namespace}"
+    items: list[MergeRequest | Issue] = [*org.merge_requests, *org.issues]
+    for item in items:
+        if item.author == old:
+            item.author = new
+        if item.assignee == old:
+            item.assignee = new
+
+
+def _add_repositoryless(org: Org, rng: random.Random, n: int, in_lo: int, in_hi: int) -> None:
+    """Projects with issues and comments but no repository, in users' contributed lists."""
+    groups = sorted(org.groups.values(), key=lambda g: g.id)
+    users = sorted(org.users, key=int)
+    if not groups or not users:
+        return
+    next_id = max(org.projects, default=1000) + 1
+    for i in range(n):
+        g = groups[i % len(groups)]
+        ns = Namespace(id=g.id, name=g.name, path=g.path, kind="group", full_path=g.full_path)
+        project = Project(
+            id=next_id + i, name=f"Handbook {i + 1}", path=f"handbook-{i + 1}", namespace=ns,
+            last_activity_at=_utc(_ri(rng, in_lo, in_hi)), empty_repo=True, no_repository=True,
+        )
+        project.web_url = f"https://{org.host}/{project.path_with_namespace}"
+        org.projects[project.id] = project
+        for uid in rng.sample(users, min(len(users), 3)):
+            org.contributed.setdefault(uid, []).append(project.id)

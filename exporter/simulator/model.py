@@ -37,6 +37,17 @@ class User:
     extra_emails: list[str] = field(default_factory=list)
     bot: bool = False
     created_at: datetime = datetime(2020, 1, 1, tzinfo=UTC)
+    #: profile set to private: a non-admin token sees only the basic fields on
+    #: ``/users/:id`` and ``[]`` for the user's events, projects and contributed projects
+    private_profile: bool = False
+    #: usernames the user had before being renamed (oldest first); their no-reply
+    #: commit emails keep the old name
+    previous_usernames: list[str] = field(default_factory=list)
+
+    @property
+    def profile_hidden(self) -> bool:
+        """A non-admin token cannot read this user's profile and activity lists."""
+        return self.private_profile or self.state != "active"
 
 
 @dataclass(slots=True)
@@ -73,6 +84,14 @@ class Project:
     empty_repo: bool = False
     forked_from_project: int | None = None
     web_url: str = ""
+    #: the token sees the project but not its code (a Guest on a private project, SAML
+    #: SSO or IP restrictions): a non-admin token gets 403 on the repository and does not
+    #: see push events to it
+    code_forbidden: bool = False
+    #: no repository at all (disabled or never created): ``404 Repository Not Found``
+    no_repository: bool = False
+    #: the repository always fails (a broken Gitaly shard): 500 on every commit read
+    broken: bool = False
 
     @property
     def path_with_namespace(self) -> str:

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from yarl import URL
 
 from exporter.simulator.faults import (
     DEFAULT_RANDOM_KINDS,
@@ -69,11 +70,35 @@ class RateLimits:
     Values are ``(requests, period_seconds)``; windows are aligned to multiples of the
     period (as GitLab's Rack::Attack does). ``endpoint_retry_after`` makes per-endpoint
     429s carry ``Retry-After`` (gitlab.com's often do not).
+
+    Realism knobs (GitLab as it is, rather than as convenient):
+
+    - ``headers_on_429_only``: ``RateLimit-*`` only on the 429 (self-managed instances
+      with throttles on, older releases), not on every answer;
+    - ``endpoint_headers=False``: per-route limits send no ``RateLimit-*`` at all;
+    - ``endpoint_retry_after_interval``: a per-route 429's ``Retry-After`` is the whole
+      interval (600 for ``/users/:id``), as current releases send it;
+    - ``per_minute_limit``: ``RateLimit-Limit`` normalised to a per-minute figure,
+      ``ceil(limit * 60 / period)``, as GitLab sends it.
     """
 
     general: tuple[int, float] | None = None
     endpoints: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     endpoint_retry_after: bool = False
+    headers_on_429_only: bool = False
+    endpoint_headers: bool = True
+    endpoint_retry_after_interval: bool = False
+    per_minute_limit: bool = False
+
+
+#: a self-managed GitLab's throttles as they answer: headers only on the 429, per-route
+#: limits without any, ``Retry-After`` of the whole interval, a per-minute Limit
+REALISTIC_HEADERS = {
+    "headers_on_429_only": True,
+    "endpoint_headers": False,
+    "endpoint_retry_after_interval": True,
+    "per_minute_limit": True,
+}
 
 
 #: gitlab.com's published limits.
@@ -112,15 +137,18 @@ class _Verdict:
     observed: int
     reset: float  # unix seconds
     general: bool
+    period: float = 60.0
+    per_minute: bool = False
 
     @property
     def exceeded(self) -> bool:
         return self.observed > self.limit
 
     def headers(self) -> dict[str, str]:
+        shown = math.ceil(self.limit * 60 / self.period) if self.per_minute else self.limit
         return {
             "RateLimit-Name": self.name,
-            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Limit": str(shown),
             "RateLimit-Observed": str(self.observed),
             "RateLimit-Remaining": str(max(0, self.limit - self.observed)),
             "RateLimit-Reset": str(int(self.reset)),
@@ -145,7 +173,15 @@ class RateLimiter:
             count = 0
         count += 1
         self._counters[(name, key)] = (window, count)
-        return _Verdict(name, limit, count, window + period, name == GENERAL_LIMIT_NAME)
+        return _Verdict(
+            name,
+            limit,
+            count,
+            window + period,
+            name == GENERAL_LIMIT_NAME,
+            period,
+            self.config.per_minute_limit,
+        )
 
     def check(self, key: str, endpoint: str) -> tuple[_Verdict | None, _Verdict | None]:
         """Count one request; returns (verdict to report in headers, exceeded verdict)."""
@@ -159,7 +195,13 @@ class RateLimiter:
             limit, period = specific
             verdicts.append(self._observe(_limit_name(endpoint), key, limit, period, now))
         exceeded = next((v for v in verdicts if v.exceeded), None)
-        shown = exceeded or (verdicts[-1] if verdicts else None)
+        config = self.config
+        # without endpoint_headers, per-route limits name themselves nowhere
+        named = verdicts if config.endpoint_headers else [v for v in verdicts if v.general]
+        if config.headers_on_429_only:
+            shown = exceeded if exceeded is not None and exceeded in named else None
+        else:
+            shown = (exceeded if exceeded in named else None) or (named[-1] if named else None)
         return shown, exceeded
 
 
@@ -321,10 +363,14 @@ class GitLabSimulator:
         log: RequestLog | None = None,
         clock: Clock | None = None,
         token_owner: str = "sim-admin",
+        admin: bool = True,
     ) -> None:
         self.org = org
         self.token = token
         self.token_owner = token_owner
+        #: the token is an administrator's; a non-admin token does not see private
+        #: profiles, blocked users, or the code of projects it may only look at
+        self.admin = admin
         if isinstance(limits, RateLimiter):
             self.limits = limits
             if clock is not None:
@@ -333,6 +379,9 @@ class GitLabSimulator:
             self.limits = RateLimiter(limits, clock or time.time)
         self.faults = faults or Faults()
         self.log = log or RequestLog()
+        #: GitLab's ``external_url`` (e.g. ``https://gitlab.example.com``): pagination
+        #: links are built from it, as GitLab does, not from the URL a request used
+        self.external_url: str | None = None
         #: every credential value received, in order
         self.credentials: list[str] = []
         self._routes: list[tuple[re.Pattern[str], str, Handler]] = [
@@ -411,7 +460,7 @@ class GitLabSimulator:
         try:
             if self.faults.latency_ms > 0:
                 await asyncio.sleep(self.faults.latency_ms / 1000)
-            rule = self.faults.pick(request.path, raw_path)
+            rule = self.faults.pick(request.path, raw_path, request.query_string)
             fault_kind = rule.kind if rule else None
             response = await self._respond(request, routed, credential, rule)
             status = 0 if fault_kind == "reset" else response.status
@@ -468,9 +517,27 @@ class GitLabSimulator:
         elif kind in _BODY_FAULTS and isinstance(response, web.Response) and response.body:
             data = json.loads(bytes(response.body))  # type: ignore[arg-type]
             response.body = json.dumps(_BODY_FAULTS[kind](data)).encode()
+        if kind == "far_reset":
+            response.headers.update(
+                {
+                    "RateLimit-Name": GENERAL_LIMIT_NAME,
+                    "RateLimit-Limit": "2000",
+                    "RateLimit-Observed": "2000",
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": str(int(self.limits.clock() * 1000)),  # milliseconds
+                }
+            )
+        if kind == "endless_empty" and 200 <= response.status < 300:
+            page = _int_param(request, "page", 1)
+            query = {**request.query, "page": str(page + 1)}
+            response = _json([], headers={
+                "Link": f'<{self._external(request.url.with_query(query))}>; rel="next"',
+                "X-Page": str(page),
+                "X-Next-Page": str(page + 1),
+            })
         if kind == "link_loop" and 200 <= response.status < 300:
             # the next page is this very page: a client that follows it never ends
-            link = f'<{request.url}>; rel="next"'
+            link = f'<{self._external(request.url)}>; rel="next"'
             response.headers["Link"] = link
             response.headers["X-Next-Page"] = response.headers.get("X-Page", "1")
         return response
@@ -537,9 +604,13 @@ class GitLabSimulator:
             return web.Response(
                 text="Retry later\n", status=429, content_type="text/plain", headers=headers
             )
-        if self.limits.config.endpoint_retry_after:
+        config = self.limits.config
+        if config.endpoint_retry_after_interval:
+            headers["Retry-After"] = str(math.ceil(verdict.period))
+        elif config.endpoint_retry_after:
             headers["Retry-After"] = retry_after
-            headers["RateLimit-ResetTime"] = formatdate(verdict.reset, usegmt=True)
+            if config.endpoint_headers:
+                headers["RateLimit-ResetTime"] = formatdate(verdict.reset, usegmt=True)
         return _json(
             {
                 "message": {
@@ -567,6 +638,16 @@ class GitLabSimulator:
         return stream
 
     # ------------------------------------------------------------------ pagination
+    def _external(self, url: URL) -> str:
+        """``url`` as GitLab would write it: on its external URL's scheme, host and port."""
+        if self.external_url is None:
+            return str(url)
+        external = URL(self.external_url)
+        root = external.path.rstrip("/")
+        moved = url.with_scheme(external.scheme).with_host(external.host or "")
+        moved = moved.with_port(external.port if external.explicit_port else None)
+        return str(moved.with_path(root + url.path, encoded=False).with_query(url.query))
+
     def _page(
         self,
         request: web.Request,
@@ -616,7 +697,7 @@ class GitLabSimulator:
             query = dict(request.query)
             query["page"] = str(n)
             query["per_page"] = str(per_page)
-            return str(request.url.with_query(query))
+            return self._external(request.url.with_query(query))
 
         links = []
         if page > 1:
@@ -674,10 +755,21 @@ class GitLabSimulator:
             query = {k: v for k, v in request.query.items() if k not in ("id_after", "id_before")}
             query["per_page"] = str(per_page)
             query["id_after" if sort == "asc" else "id_before"] = str(ident(chunk[-1]))
-            headers["Link"] = f'<{request.url.with_query(query)}>; rel="next"'
+            headers["Link"] = f'<{self._external(request.url.with_query(query))}>; rel="next"'
         return chunk, headers
 
     # ------------------------------------------------------------------ lookups
+    def _hidden(self, user: User) -> bool:
+        """The token cannot read the user's profile or activity (private or inactive)."""
+        return not self.admin and user.profile_hidden
+
+    def _event_visible(self, event: Event) -> bool:
+        """Push events need ``download_code`` on the project."""
+        if self.admin or event.action != "pushed":
+            return True
+        project = self.org.projects.get(event.project_id)
+        return project is None or not project.code_forbidden
+
     def _find_user(self, ident: str) -> User:
         org = self.org
         user = org.users.get(int(ident)) if ident.isdigit() else org.user_by_username(ident)
@@ -895,9 +987,9 @@ class GitLabSimulator:
             {
                 "id": 1,
                 "username": self.token_owner,
-                "name": "Simulator Administrator",
+                "name": "Simulator Administrator" if self.admin else "Simulator User",
                 "state": "active",
-                "is_admin": True,
+                "is_admin": self.admin,
             }
         )
 
@@ -905,7 +997,9 @@ class GitLabSimulator:
         username = request.query.get("username")
         if username is not None:
             user = self.org.user_by_username(username)
-            found = [user] if user is not None else []
+            # for a non-admin token blocked, banned and other inactive users are left out
+            visible = user is not None and (self.admin or user.state == "active")
+            found = [user] if user is not None and visible else []
             return self._list(request, found, self._user_basic)
         users = sorted(self.org.users.values(), key=lambda u: u.id, reverse=True)
         return self._list(request, users, self._user_basic, max_offset=50_000)
@@ -913,16 +1007,23 @@ class GitLabSimulator:
     async def _user(self, request: web.Request, p: dict[str, str]) -> web.Response:
         if not p["0"].isdigit():
             raise _not_found("User")
-        return _json(self._user_full(self._find_user(p["0"])))
+        user = self._find_user(p["0"])
+        if self._hidden(user):
+            return _json(self._user_basic(user))  # no profile fields
+        return _json(self._user_full(user))
 
     async def _user_projects(self, request: web.Request, p: dict[str, str]) -> web.Response:
         user = self._find_user(p["0"])
+        if self._hidden(user):
+            return self._list(request, [], self._project_json)  # 200 and [], not an error
         ids = sorted(self.org.personal_project_ids(user.id), reverse=True)
         projects = [self.org.projects[i] for i in ids if i in self.org.projects]
         return self._list(request, projects, self._project_json, max_offset=50_000)
 
     async def _contributed(self, request: web.Request, p: dict[str, str]) -> web.Response:
         user = self._find_user(p["0"])
+        if self._hidden(user):
+            return self._list(request, [], self._project_json)
         ids = sorted(set(self.org.contributed.get(user.id, [])), reverse=True)
         projects = [self.org.projects[i] for i in ids if i in self.org.projects]
         return self._list(request, projects, self._project_json)
@@ -933,7 +1034,7 @@ class GitLabSimulator:
         target_type = request.query.get("target_type")
         after = _parse_date(request, "after")
         before = _parse_date(request, "before")
-        events: Sequence[Event] = self.org.events.get(user.id, [])
+        events: Sequence[Event] = [] if self._hidden(user) else self.org.events.get(user.id, [])
         if action or target_type or after or before:
             # the named days end in the instance's time zone, not in UTC
             zone = ZoneInfo(self.org.time_zone)
@@ -952,13 +1053,30 @@ class GitLabSimulator:
         events = events[: math.ceil(self.org.events_cap / per_page) * per_page]
         # pages are cut before visibility filtering: a short page may have a next page
         chunk, headers = self._page(request, events)
-        return _json([self._event_json(e) for e in chunk if not e.hidden], headers=headers)
+        return _json(
+            [self._event_json(e) for e in chunk if not e.hidden and self._event_visible(e)],
+            headers=headers,
+        )
 
     async def _project(self, request: web.Request, p: dict[str, str]) -> web.Response:
         return _json(self._project_json(self._find_project(p["0"])))
 
+    def _repository_refusal(self, project: Project) -> web.Response | None:
+        """The repository's answer when its code cannot be read (a 500 to return; 403 and
+        404 ``Repository`` raised), for every repository route."""
+        if project.code_forbidden and not self.admin:
+            raise _HTTPError(403, {"message": "403 Forbidden"})
+        if project.no_repository:
+            raise _not_found("Repository")
+        if project.broken:
+            return _html_error(500)
+        return None
+
     async def _commits(self, request: web.Request, p: dict[str, str]) -> web.Response:
         project = self._find_project(p["0"])
+        refused = self._repository_refusal(project)
+        if refused is not None:
+            return refused
         since = _parse_time(request, "since")
         until = _parse_time(request, "until")
         all_refs = _truthy(request, "all")
@@ -993,6 +1111,9 @@ class GitLabSimulator:
 
     async def _branches(self, request: web.Request, p: dict[str, str]) -> web.Response:
         project = self._find_project(p["0"])
+        refused = self._repository_refusal(project)
+        if refused is not None:
+            return refused
         heads = self.org.branches(project.id)
         search = request.query.get("search", "").casefold()
         rows = [(name, head) for name, head in heads.items() if search in name.casefold()]
@@ -1017,6 +1138,9 @@ class GitLabSimulator:
     async def _compare(self, request: web.Request, p: dict[str, str]) -> web.Response:
         """``from...to``: the commits ``to`` has that the merge base with ``from`` lacks."""
         project = self._find_project(p["0"])
+        refused = self._repository_refusal(project)
+        if refused is not None:
+            return refused
         ends = []
         for name in ("from", "to"):
             raw = request.query.get(name)
@@ -1143,9 +1267,12 @@ def create_app(
     limits: RateLimits | RateLimiter | None = None,
     faults: Faults | None = None,
     clock: Clock | None = None,
+    admin: bool = True,
 ) -> web.Application:
     """The aiohttp application (for ``aiohttp_client``); its state is ``app[SIMULATOR_KEY]``."""
-    return GitLabSimulator(org, token=token, limits=limits, faults=faults, clock=clock).app
+    return GitLabSimulator(
+        org, token=token, limits=limits, faults=faults, clock=clock, admin=admin
+    ).app
 
 
 # --------------------------------------------------------------------------- runner
@@ -1162,9 +1289,10 @@ class SimulatorServer:
         port: int = 0,
         faults: Faults | None = None,
         clock: Clock | None = None,
+        admin: bool = True,
     ) -> None:
         self.simulator = GitLabSimulator(
-            org, token=token, limits=limits, faults=faults, clock=clock
+            org, token=token, limits=limits, faults=faults, clock=clock, admin=admin
         )
         self.host = host
         self.port = port

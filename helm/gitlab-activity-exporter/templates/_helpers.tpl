@@ -17,6 +17,44 @@
 {{- end }}
 {{- end }}
 
+{{/* The StatefulSet's name: its pods carry the label controller-revision-hash=<name>-<hash
+of up to 10 characters>, so the name stays within 52 characters. */}}
+{{- define "gae.statefulsetName" -}}
+{{- include "gae.fullname" . | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The headless Service of the StatefulSet, within 63 characters. */}}
+{{- define "gae.headlessName" -}}
+{{- printf "%s-headless" (include "gae.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The Deployment's claim for the state volume (persistence without sharding). */}}
+{{- define "gae.claimName" -}}
+{{- default (printf "%s-state" (include "gae.fullname" . | trunc 57 | trimSuffix "-")) .Values.persistence.existingClaim }}
+{{- end }}
+
+{{/* Where the state file lives: a claim (persistence) or an emptyDir. */}}
+{{- define "gae.stateDir" -}}
+/var/lib/gitlab-activity-exporter
+{{- end }}
+
+{{/* The token comes from a file (config.gitlab.token_file) instead of a Secret. */}}
+{{- define "gae.tokenFromFile" -}}
+{{- if (.Values.config.gitlab | default dict).token_file }}true{{ end }}
+{{- end }}
+
+{{/* The configuration file: the values' config, scan.state_file on the state volume
+unless set there. */}}
+{{- define "gae.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $scan := get $config "scan" | default dict }}
+{{- if not (hasKey $scan "state_file") }}
+{{- $_ := set $scan "state_file" (printf "%s/state.db" (include "gae.stateDir" .)) }}
+{{- end }}
+{{- $_ := set $config "scan" $scan }}
+{{- toYaml $config }}
+{{- end }}
+
 {{/* Selector labels. */}}
 {{- define "gae.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "gae.name" . }}
@@ -70,7 +108,7 @@ spec:
     {{- toYaml .Values.podSecurityContext | nindent 4 }}
   containers:
     - name: exporter
-      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      image: "{{ required "set image.repository to the image you built and pushed (docs/deploy.md: Build and push the image)" .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       args:
         - serve
@@ -86,11 +124,13 @@ spec:
         - {{ . | quote }}
         {{- end }}
       env:
+        {{- if not (include "gae.tokenFromFile" .) }}
         - name: GITLAB_TOKEN
           valueFrom:
             secretKeyRef:
               name: {{ include "gae.secretName" . }}
               key: {{ .Values.gitlab.existingSecretKey }}
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -110,10 +150,32 @@ spec:
         - name: config
           mountPath: /etc/gitlab-activity-exporter
           readOnly: true
+        # writable: the state file (and SQLite's temporary files) on a read-only root
+        - name: state
+          mountPath: {{ include "gae.stateDir" . }}
+        - name: tmp
+          mountPath: /tmp
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: config
       configMap:
         name: {{ include "gae.fullname" . }}
+    - name: tmp
+      emptyDir: {}
+    {{- if not (and .Values.persistence.enabled .Values.sharding.enabled) }}
+    - name: state
+      {{- if .Values.persistence.enabled }}
+      persistentVolumeClaim:
+        claimName: {{ include "gae.claimName" . }}
+      {{- else }}
+      emptyDir: {}
+      {{- end }}
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
