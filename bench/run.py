@@ -24,9 +24,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter.gitlab.pacing import ALL, GITLAB_COM_ENDPOINT_LIMITS  # noqa: E402
-from exporter.simulator.generate import Realism, generate_org  # noqa: E402
+from exporter.simulator.generate import REALISTIC_REFS, Realism, generate_org  # noqa: E402
 from exporter.simulator.model import Org  # noqa: E402
 from exporter.simulator.server import GITLAB_COM_LIMITS, SimulatorServer  # noqa: E402
 from exporter.simulator.truth import expected_activity, expected_failures  # noqa: E402
@@ -52,6 +53,8 @@ EXTERNAL_HOST = "gitlab.bench.example"  # in GitLab's web_urls and no-reply emai
 LOOKBACK_DAYS = 30
 CONCURRENCY = 16
 COMMITS = "/projects/:id/repository/commits"
+BRANCHES = "/projects/:id/repository/branches"
+COMPARE = "/projects/:id/repository/compare"
 
 
 def _pages(n: int) -> int:
@@ -65,16 +68,20 @@ def needed_requests(
 
     Every scan: who the token is (``/user``).
     First scan (``discovery``): per user the lookup, details, both project listings and
-    push events (asked from the day before the window; only pushes within it bring
-    projects in); the pages of every merge request and issue created in the window (one
-    shared list each); per project in any user's set with activity in the window, its
-    commit pages. Steady state: per user push events, one shared list of updated merge
-    requests and one of issues, and one request per changed project.
+    push events (asked from two days before the window, as the instance's time zone may
+    end days up to 12 hours after UTC; only pushes within the window bring projects in);
+    the pages of every merge request and issue created in the window (one shared list
+    each); per project in any user's set with activity in the window, its branch pages
+    and, when a branch's head is in the window, the pages of every ref's commits in the
+    window (the exporter keeps those a branch reaches). Steady state: per user push
+    events, one shared list of updated merge requests and one of issues, and one compare
+    per changed project (its push's old head to its new one).
     """
     need: Counter[str] = Counter()
     # the front door: every scan first asks who the token is
     need["/user"] += 1
     start = org.now - timedelta(days=LOOKBACK_DAYS)
+    zone = ZoneInfo(org.time_zone)
     refused = {  # one request each, whatever the size of their history
         pid for pid, p in org.projects.items()
         if p.no_repository or (p.code_forbidden and not admin)
@@ -82,7 +89,7 @@ def needed_requests(
     for kind, items in (("/merge_requests", org.merge_requests), ("/issues", org.issues)):
         in_window = sum(1 for i in items if i.created_at >= start)
         need[kind] += _pages(in_window) if changed is None else 1
-    after = start.date() - timedelta(days=1)
+    after = start.date() - timedelta(days=2)
     projects: set[int] = set()
     seen_pushes: set[tuple[int, str]] = set()  # (project, head) of pushes the token sees
     for user in org.users.values():
@@ -96,8 +103,8 @@ def needed_requests(
             continue
         pushes = [
             e for e in org.events.get(user.id, [])
-            if e.action == "pushed" and e.created_at.astimezone(UTC).date() > after
-        ]
+            if e.action == "pushed" and e.created_at.astimezone(zone).date() > after
+        ][: org.events_cap]
         need["/users/:id/events"] += _pages(len(pushes))
         personal = set(org.personal_project_ids(user.id))
         contributed = set(org.contributed.get(user.id, []))
@@ -112,20 +119,24 @@ def needed_requests(
         seen_pushes |= {(e.project_id, e.push_data["commit_to"]) for e in pushes
                         if e.push_data and e.push_data.get("commit_to")}
     if changed is not None:
-        # a change is seen through a push the token sees (the listings are not due)
-        newest = {pid: max(org.commits[pid], key=lambda c: c.committed_date).sha
+        # a change is seen through a push the token sees (the listings are not due),
+        # and read with one compare from the push's old head to its new one
+        newest = {pid: org.branches(pid)[org.projects[pid].default_branch].sha
                   for pid in changed}
         seen = {pid for pid in changed if (pid, newest[pid]) in seen_pushes}
-        need[COMMITS] += len((seen & projects) - (set() if admin else refused))
+        need[COMPARE] += len((seen & projects) - (set() if admin else refused))
         return need
     for pid in projects:
         project = org.projects.get(pid)
         if project is None or project.last_activity_at < start:
             continue
         if pid in refused:
-            need[COMMITS] += 1
+            need[BRANCHES] += 1
             continue
-        need[COMMITS] += _pages(len(org.commits_between(pid, start, None)))
+        heads = org.branches(pid)
+        need[BRANCHES] += _pages(len(heads))
+        if any(head.committed_date >= start for head in heads.values()):
+            need[COMMITS] += _pages(len(org.commits_between(pid, start, None)))
     return need
 
 
@@ -263,7 +274,8 @@ async def run_scenario(
     org = generate_org(seed, users=users, projects=projects,
                        host=HOST if plain else EXTERNAL_HOST,
                        history_commits=history_commits,
-                       realism=None if plain else Realism.typical(users, projects))
+                       realism=None if plain else Realism.typical(users, projects),
+                       refs=None if plain else REALISTIC_REFS)
     latency = latency_ms / 1000
     result: dict[str, Any] = {"scenario": name, "users": users, "projects": projects,
                               "gitlab_com_limits": limits, "history_commits": history_commits,
@@ -278,7 +290,8 @@ async def run_scenario(
             for phase in ("first", "steady"):
                 changed: set[int] | None = None
                 if phase == "steady":
-                    changed = add_new_work(org, share=0.05, push=True, seed=seed)
+                    # committed over three days, pushed at once
+                    changed = add_new_work(org, share=0.05, push=True, seed=seed, late=2)
                 need = needed_requests(org, discovery=phase == "first", changed=changed,
                                        admin=plain)
                 mark = len(sim.log)

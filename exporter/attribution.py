@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Protocol, TypeVar
+from typing import Protocol
 
+from exporter.author_index import AuthorIndex
+from exporter.author_index import CommitLike as CommitLike
 from exporter.matching import Identity
 from exporter.periods import PeriodTable, local_time
 from exporter.snapshot import WEEK_HOURS, UserStats, frozen_map
-
-T = TypeVar("T")
-COMMITS_PER_STEP = 2000  # commits looked at between two pauses of attribute_steps
-
-
-CommitLike = tuple[str, str, str, datetime]
-"""A commit as counted: ``(sha, author_name, author_email, authored_date)``.
-
-A plain tuple on purpose: the garbage collector stops tracking tuples of strings and
-datetimes, so the hundreds of thousands of commits kept between scans add nothing to its
-full collections, which would otherwise pause the event loop for hundreds of
-milliseconds on large organisations.
-"""
 
 
 class ItemLike(Protocol):
@@ -61,7 +50,7 @@ class ProjectSets:
 def attribute(
     identity: Identity,
     projects: ProjectSets,
-    commits_by_project: Mapping[int, Sequence[CommitLike]],
+    indexes: Mapping[int, AuthorIndex],
     *,
     window: Window,
     zone: tzinfo | None,
@@ -69,58 +58,24 @@ def attribute(
 ) -> UserStats:
     """Count the user's distinct commits (by SHA) in the window, per period and per project kind.
 
-    A SHA found in several projects (forks) counts once; every project it was found in
-    counts as active. :func:`attribute_steps` is the same counting in pausable steps.
-    """
-    return run_steps(
-        attribute_steps(
-            identity, projects, commits_by_project, window=window, zone=zone, table=table
-        )
-    )
-
-
-def run_steps(steps: Generator[None, None, T]) -> T:
-    """Run a stepwise computation to its end at once; its return value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-
-def attribute_steps(
-    identity: Identity,
-    projects: ProjectSets,
-    commits_by_project: Mapping[int, Sequence[CommitLike]],
-    *,
-    window: Window,
-    zone: tzinfo | None,
-    table: PeriodTable,
-) -> Generator[None, None, UserStats]:
-    """Count the user's distinct commits (by SHA) in the window, per period and per project kind.
-
-    A SHA found in several projects (forks) counts once; every project it was found in
-    counts as active. The same commits are counted by local weekday and hour and by
-    local date, local as for the periods.
-
-    A generator: it pauses (yields) every :data:`COMMITS_PER_STEP` commits looked at, so
-    an event loop can run other work between steps; its return value is the numbers.
+    Each project's commits come indexed by author (:class:`AuthorIndex`): only the
+    user's own are looked at. A SHA found in several projects (forks) counts once; every
+    project it was found in counts as active. The same commits are counted by local
+    weekday and hour and by local date, local as for the periods.
     """
     seen: set[str] = set()
     periods: dict[str, int] = dict.fromkeys(table.names, 0)
     hours = [0] * WEEK_HOURS
     days: dict[str, int] = {}
+    keys = identity.author_keys()
     active = 0
-    looked_at = 0
     for project_id in sorted(projects.all):
+        index = indexes.get(project_id)
+        if index is None:
+            continue
         found_here = False
-        for sha, author_name, author_email, authored in commits_by_project.get(project_id, ()):
-            looked_at += 1
-            if looked_at % COMMITS_PER_STEP == 0:
-                yield
-            if authored not in window:
-                continue
-            if not identity.matches(author_name, author_email):
+        for sha, author_name, author_email, authored in index.lookup(keys):
+            if authored not in window or not identity.matches(author_name, author_email):
                 continue
             found_here = True
             if sha in seen:

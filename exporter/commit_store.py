@@ -1,28 +1,29 @@
 """Incremental commit fetching: what is kept between scans and what a scan must fetch.
 
 Per project the store keeps only what the numbers need per commit (SHA, normalised
-author name and email, authored time) plus the fetch watermark: the newest *committer*
-date seen, because GitLab's ``since`` filters on the committer date. After the first
-scan a project is fetched from ``watermark - overlap`` and merged by SHA; commits whose
-authored time left the window are dropped. Memory grows with commits in the window, not
-with history.
+author name and email, authored time) of the commits in the window a **branch** reaches
+(not those only GitLab's hidden refs keep), and each branch's head. Memory grows with
+commits in the window, not with history.
 
-A project costs no commit request in a scan unless something says it changed:
+A project costs no request in a scan unless something says it changed:
 
-- never fetched before -> fetched over the whole window;
-- a scanned user's push event to it is newer than any push known at its last fetch
-  (event times are compared with event times: no clock skew);
+- never read before, or not read in full for ``reconcile_interval`` -> a full read: the
+  branch list, then every ref's commits in the window once (``all=true``), kept where a
+  walk from the branch heads along ``parent_ids`` reaches; it replaces what was kept;
+- a scanned user's push event to it is newer than any push known at its last read
+  (event times are compared with event times: no clock skew): each such push is read
+  with one ``compare`` from its old head to its new one (every commit it brought,
+  however old its committer dates);
 - its ``last_activity_at`` (from the project listings) is newer than when it was last
-  fetched; or the listing was refreshed since the last fetch and shows activity within
-  an hour before it (GitLab updates ``last_activity_at`` at most once an hour);
-- a project whose ``last_activity_at`` is before the window start is never fetched.
+  read, or the listing was refreshed since and shows activity within an hour before it
+  (GitLab updates ``last_activity_at`` at most once an hour), or a push does not name
+  both heads: the branch list, and each moved branch compared with its head as last read
+  (a new branch read over the window, a deleted one means a full read);
+- a project whose ``last_activity_at`` is before the window start is never read.
 
-Projects found only through push events have no ``last_activity_at``: they are fetched
-when first seen and then whenever a scanned user pushes to them again.
-
-Commits committed long before they were pushed lie behind the watermark: when a new
-push's head commit is not among what the incremental read returned (or a bulk push names
-none), the project's whole window is read again.
+Tag pushes change no branch and read nothing. Merge commits are left out unless asked
+for. Projects found only through push events have no ``last_activity_at``: they are
+read when first seen and then whenever a scanned user pushes to them again.
 
 One project's failure stays that project's. A repository the token may not read (403:
 it sees the project, not its code), one that does not exist (404 ``Repository``) or a
@@ -38,7 +39,7 @@ import asyncio
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final
@@ -46,7 +47,8 @@ from typing import Final
 import structlog
 
 from exporter.attribution import CommitLike, Window
-from exporter.gitlab.api import CommitRecord, GitLabApi, Push
+from exporter.author_index import EMPTY_INDEX, AuthorIndex
+from exporter.gitlab.api import Branch, CommitRecord, GitLabApi, Push
 from exporter.gitlab.errors import GitLabError, NotFoundError, UnauthorizedError
 
 log = structlog.get_logger("exporter.commit_store")
@@ -88,16 +90,30 @@ tracking (see :data:`exporter.attribution.CommitLike`)."""
 class ProjectState:
     fetched_at: datetime  # scan time of the last commit request
     activity: datetime | None  # last_activity_at known at that fetch
-    watermark: datetime | None  # newest committer date seen
+    watermark: datetime | None  # newest committer date seen, never past that scan's time
     pushed: datetime | None = None  # latest push event known at that fetch
     commits: dict[str, StoredCommit] = field(default_factory=dict)
+    #: branch name -> head commit, as last read
+    heads: dict[str, str] = field(default_factory=dict)
+    #: scan time of the last full read of the window (every branch)
+    full_at: datetime | None = None
+    #: the commits as handed out, and indexed by author; rebuilt after a change
+    view: tuple[StoredCommit, ...] | None = field(default=None, repr=False, compare=False)
+    index: AuthorIndex | None = field(default=None, repr=False, compare=False)
+
     skipped: str | None = None  # one of SKIP_REASONS when the last read was refused
 
+    def changed(self) -> None:
+        self.view = None
+        self.index = None
 
-PushHead = tuple[datetime, str | None]
-"""A push that brought commits: ``(created_at, head)``, the head ``None`` for a bulk push.
-A plain tuple, which the garbage collector stops tracking: a large scan holds tens of
-thousands of them until every project is decided."""
+
+PushHead = tuple[datetime, str | None, str | None, str | None]
+"""A push that changed a branch: ``(created_at, ref, commit_from, commit_to)``;
+``commit_from`` is ``None`` for a new branch, ``ref`` and ``commit_to`` are ``None`` for a
+bulk push and ``commit_to`` for a deletion. A plain tuple, which the garbage collector
+stops tracking: a large scan holds tens of thousands of them until every project is
+decided."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +122,8 @@ class ProjectHint:
 
     activity: datetime | None = None  # last_activity_at from a listing
     listed_at: datetime | None = None  # when that listing was fetched
-    pushed_at: datetime | None = None  # latest push event of a scanned user
-    # scanned users' pushes to it in the window, except branch deletions
+    pushed_at: datetime | None = None  # latest branch push event of a scanned user
+    # scanned users' pushes to its branches in the window (tag pushes change no branch)
     pushes: tuple[PushHead, ...] = ()
 
     def combine(self, other: ProjectHint) -> ProjectHint:
@@ -120,9 +136,14 @@ class ProjectHint:
 
     @classmethod
     def of_pushes(cls, pushes: Sequence[Push]) -> ProjectHint:
+        branch = [p for p in pushes if not p.tag]
+        if not branch:
+            return cls()
         return cls(
-            pushed_at=max(p.created_at for p in pushes),
-            pushes=tuple((p.created_at, p.head) for p in pushes if not p.removed),
+            pushed_at=max(p.created_at for p in branch),
+            pushes=tuple(
+                (p.created_at, p.ref, p.base, None if p.removed else p.head) for p in branch
+            ),
         )
 
 
@@ -134,6 +155,12 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return max(a, b)
 
 
+def inactive(hint: ProjectHint, window_start: datetime) -> bool:
+    """Nothing can have happened inside the window."""
+    pushed = hint.pushed_at is not None and hint.pushed_at >= window_start
+    return hint.activity is not None and hint.activity < window_start and not pushed
+
+
 def plan_fetch(
     state: ProjectState | None,
     hint: ProjectHint,
@@ -142,9 +169,8 @@ def plan_fetch(
     overlap: timedelta,
 ) -> datetime | None:
     """The ``since`` to fetch the project's commits from, or ``None``: no request."""
-    pushed = hint.pushed_at is not None and hint.pushed_at >= window_start
-    if hint.activity is not None and hint.activity < window_start and not pushed:
-        return None  # nothing can have happened inside the window
+    if inactive(hint, window_start):
+        return None
     if state is None:
         return window_start
     since = window_start
@@ -164,6 +190,22 @@ def plan_fetch(
     return None
 
 
+def reachable(records: Iterable[CommitRecord], heads: Iterable[str]) -> list[CommitRecord]:
+    """The records a walk from ``heads`` along ``parent_ids`` reaches, through the
+    records only."""
+    by_sha = {r.sha: r for r in records}
+    found: dict[str, CommitRecord] = {}
+    todo = [h for h in heads if h in by_sha]
+    while todo:
+        sha = todo.pop()
+        if sha in found:
+            continue
+        record = by_sha[sha]
+        found[sha] = record
+        todo.extend(p for p in record.parent_ids if p in by_sha and p not in found)
+    return list(found.values())
+
+
 class CommitStore:
     """Per project: the commits in the window and the fetch watermark."""
 
@@ -178,8 +220,22 @@ class CommitStore:
         return sum(len(p.commits) for p in self.projects.values())
 
     def commits(self, project_id: int) -> Sequence[StoredCommit]:
+        """The project's kept commits: the same tuple until they change."""
         state = self.projects.get(project_id)
-        return tuple(state.commits.values()) if state is not None else ()
+        if state is None:
+            return ()
+        if state.view is None:
+            state.view = tuple(state.commits.values())
+        return state.view
+
+    def index(self, project_id: int) -> AuthorIndex:
+        """The project's kept commits by author key, built once per change."""
+        state = self.projects.get(project_id)
+        if state is None:
+            return EMPTY_INDEX
+        if state.index is None:
+            state.index = AuthorIndex.build(self.commits(project_id))
+        return state.index
 
     def prune(self, project_id: int, window_start: datetime) -> int:
         """Drop the project's commits authored before the window; returns how many."""
@@ -189,6 +245,8 @@ class CommitStore:
         old = [sha for sha, c in state.commits.items() if c[AUTHORED] < window_start]
         for sha in old:
             del state.commits[sha]
+        if old:
+            state.changed()
         return len(old)
 
     def merge(
@@ -201,21 +259,40 @@ class CommitStore:
         window_start: datetime,
         pushed: datetime | None = None,
         replace: bool = False,
+        heads: Mapping[str, str] | None = None,
+        count_merges: bool = False,
     ) -> int:
-        """Merge fetched commits by SHA; returns how many were new."""
+        """Merge fetched commits by SHA; returns how many were new.
+
+        ``replace``: the records are the whole window (a full read): what was kept
+        before goes. ``heads``: the branches' heads now known (merged into the kept ones;
+        with ``replace`` they replace them). Merge commits are left out unless
+        ``count_merges``. A committer date in the future never moves the watermark past
+        ``fetched_at``.
+        """
         state = self.projects.get(project_id)
         if state is None or replace:
+            old = state
             state = ProjectState(fetched_at=fetched_at, activity=activity, watermark=None)
+            if old is not None:
+                state.activity, state.pushed = old.activity, old.pushed
+            if replace:
+                state.full_at = fetched_at
             self.projects[project_id] = state
         state.fetched_at = fetched_at
         state.activity = _latest(state.activity, activity)
         state.pushed = _latest(state.pushed, pushed)
+        if heads is not None:
+            state.heads.update(heads)
+        state.changed()
         state.skipped = None
         added = 0
         for record in records:
-            committed = record.committed_date or record.authored_date
+            committed = min(record.committed_date or record.authored_date, fetched_at)
             if state.watermark is None or committed > state.watermark:
                 state.watermark = committed
+            if record.merge and not count_merges:
+                continue
             if record.authored_date < window_start or record.sha in state.commits:
                 continue
             state.commits[record.sha] = (
@@ -237,10 +314,11 @@ class CommitStore:
         pushed: datetime | None = None,
     ) -> None:
         """The project's read was refused (``reason``): no commits, asked again when
-        something says it changed."""
+        something says it changed (or at the next reconciliation)."""
         state = ProjectState(fetched_at=fetched_at, activity=activity, watermark=None)
         state.pushed = pushed
         state.skipped = reason
+        state.full_at = fetched_at
         self.projects[project_id] = state
 
     def retain(self, project_ids: Iterable[int]) -> int:
@@ -296,9 +374,13 @@ class IncrementalCommits:
         overlap: timedelta,
         users: Iterable[str],
         workers: int = 32,
+        reconcile_interval: timedelta = timedelta(0),
+        count_merges: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        self._reconcile_interval = reconcile_interval
+        self._count_merges = count_merges
         self._api = api
         self._store = store
         self._window = window
@@ -423,30 +505,44 @@ class IncrementalCommits:
         hint = self._hints.get(project_id, ProjectHint())
         state = store.projects.get(project_id)
         since = plan_fetch(state, hint, window_start=window.start, overlap=self._overlap)
-        if since is None:
+        due = state is not None and not inactive(hint, window.start) and (
+            state.full_at is None or self._now - state.full_at >= self._reconcile_interval
+        )
+        if since is None and not due:
             self.projects_skipped += 1
             return store.commits(project_id)
         self.requests_planned += 1
-        known_push = state.pushed if state is not None else None
         try:
-            records = await self._api.project_commits(project_id, since)
-            if state is not None and self._late_push(project_id, hint, known_push, records):
-                # a new push's head is not among what the watermark found: its commits
-                # carry older committer dates (pushed late); read the whole window
-                self.full_rereads += 1
-                records = await self._api.project_commits(project_id, window.start)
+            if state is None or due:
+                if state is not None:
+                    self.full_rereads += 1
+                await self._read_full(project_id, hint)
+            else:
+                await self._read_changes(project_id, state, hint)
         except GitLabError as exc:
             return self._refused(project_id, state, hint, exc)
-        store.merge(
+        return store.commits(project_id)
+
+    def _keep(
+        self,
+        project_id: int,
+        hint: ProjectHint,
+        records: Iterable[CommitRecord],
+        *,
+        replace: bool,
+        heads: Mapping[str, str] | None = None,
+    ) -> None:
+        self._store.merge(
             project_id,
             records,
             fetched_at=self._now,
             activity=hint.activity,
-            window_start=window.start,
+            window_start=self._window.start,
             pushed=hint.pushed_at,
-            replace=state is None,
+            replace=replace,
+            heads=heads,
+            count_merges=self._count_merges,
         )
-        return store.commits(project_id)
 
     def _refused(
         self,
@@ -491,21 +587,89 @@ class IncrementalCommits:
             if (state := projects.get(pid)) is not None and state.skipped is not None
         )
 
-    def _late_push(
-        self,
-        project_id: int,
-        hint: ProjectHint,
-        known_push: datetime | None,
-        records: Sequence[CommitRecord],
-    ) -> bool:
-        fetched = {r.sha for r in records}
-        kept = self._store.projects[project_id].commits
-        for created_at, head in hint.pushes:
-            if known_push is not None and created_at <= known_push:
+    async def _read_full(
+        self, project_id: int, hint: ProjectHint, branches: Sequence[Branch] | None = None
+    ) -> None:
+        """The window's commits reachable from a branch; what was kept before is
+        replaced (commits that left every branch stop counting).
+
+        One read of every ref's commits in the window (``all=true``: GitLab's hidden refs
+        too), kept only where a walk from the branches' heads along ``parent_ids``
+        reaches them: the hidden refs' own commits (amended versions, merge refs' merge
+        commits) are not. The walk stops where the read does, at the window's start,
+        as ``git log --since`` on each branch would.
+        """
+        if branches is None:
+            branches = await self._api.branches(project_id)
+        start = self._window.start
+        records: list[CommitRecord] = []
+        if any(b.committed_date >= start for b in branches):
+            records = reachable(
+                await self._api.project_commits(project_id, start), (b.head for b in branches)
+            )
+        self._keep(
+            project_id, hint, records, replace=True, heads={b.name: b.head for b in branches}
+        )
+
+    async def _read_changes(
+        self, project_id: int, state: ProjectState, hint: ProjectHint
+    ) -> None:
+        """What changed since the last read: every commit each new push brought
+        (``compare`` from its old head to its new one), or, when the pushes do not say
+        it all, every branch whose head moved (compared with its head as last read)."""
+        known = state.pushed
+        pushes = sorted(p for p in hint.pushes if known is None or p[0] > known)
+        quiet = replace(hint, pushed_at=None, pushes=())
+        only_pushes = (
+            pushes
+            and plan_fetch(state, quiet, window_start=self._window.start,
+                           overlap=self._overlap) is None
+            and all(ref and base and head for _, ref, base, head in pushes)
+        )
+        try:
+            if only_pushes:
+                await self._read_pushes(project_id, hint, pushes)
+            else:
+                await self._read_moves(project_id, state, hint)
+        except NotFoundError:
+            # a head GitLab no longer knows (a force-push's old head, garbage-collected):
+            # the whole window instead
+            self.full_rereads += 1
+            await self._read_full(project_id, hint)
+
+    async def _read_pushes(
+        self, project_id: int, hint: ProjectHint, pushes: Sequence[PushHead]
+    ) -> None:
+        records: list[CommitRecord] = []
+        heads: dict[str, str] = {}
+        for _, ref, base, head in pushes:
+            assert ref is not None and base is not None and head is not None
+            records.extend(await self._api.compare(project_id, base, head))
+            heads[ref] = head
+        self._keep(project_id, hint, records, replace=False, heads=heads)
+
+    async def _read_moves(self, project_id: int, state: ProjectState, hint: ProjectHint) -> None:
+        records: list[CommitRecord] = []
+        branches = await self._api.branches(project_id)
+        current = {b.name: b for b in branches}
+        if any(name not in current for name in state.heads):
+            # a branch was deleted: its own commits may be gone with it
+            self.full_rereads += 1
+            await self._read_full(project_id, hint, branches)
+            return
+        for branch in branches:
+            old = state.heads.get(branch.name)
+            if old == branch.head:
                 continue
-            if head is None or (head not in fetched and head not in kept):
-                return True
-        return False
+            if old is not None:
+                records.extend(await self._api.compare(project_id, old, branch.head))
+            elif branch.committed_date >= self._window.start:
+                records.extend(
+                    await self._api.branch_commits(project_id, branch.name, self._window.start)
+                )
+        self._keep(
+            project_id, hint, records, replace=False, heads={b.name: b.head for b in branches}
+        )
 
     def finish(self) -> None:
         """After a scan: forget projects nobody works in, when every discovery succeeded."""

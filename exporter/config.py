@@ -140,8 +140,19 @@ class ScanSettings(_Strict):
     timezone: str = "UTC"
     periods: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PERIODS))
     discovery_interval_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
+    #: how often each active project's window is read again in full (default: as often
+    #: as users' projects are rediscovered)
+    reconcile_interval_seconds: float | None = Field(default=None, ge=0, le=365 * DAY)
     overlap_seconds: float = Field(default=3600.0, ge=0, le=365 * DAY)
+    #: count merge commits (two or more parents); GitLab's contributor analytics does not
+    count_merge_commits: bool = False
     state_file: Path | None = None
+
+    @property
+    def reconcile_interval(self) -> float:
+        if self.reconcile_interval_seconds is None:
+            return self.discovery_interval_seconds
+        return self.reconcile_interval_seconds
 
     @field_validator("timezone")
     @classmethod

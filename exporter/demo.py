@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from exporter.config import Config, parse_config
-from exporter.simulator.generate import Realism, generate_org
+from exporter.simulator.generate import REALISTIC_REFS, Realism, generate_org
 from exporter.simulator.model import Org, User
 from exporter.simulator.server import SimulatorServer
 
@@ -97,6 +97,7 @@ def demo_org(seed: int = 7, users: int = 24, projects: int = 80) -> Org:
         host=DEMO_EXTERNAL_HOST,
         realism=Realism.typical(users, projects),
         working_week=True,
+        refs=REALISTIC_REFS,
     )
 
 

@@ -94,6 +94,17 @@ class Identity:
             noreply_hostname=hostname,
         )
 
+    def author_keys(self) -> tuple[tuple[str, str], ...]:
+        """The :mod:`exporter.author_index` keys this user's commits are found under:
+        its emails, its names, and its no-reply ID on the no-reply hostname."""
+        numbered = (
+            (("numbered", f"{self.user_id}@{self.noreply_hostname}"),)
+            if self.user_id is not None and self.noreply_hostname
+            else ()
+        )
+        return (*(("email", e) for e in sorted(self.emails)),
+                *(("name", n) for n in sorted(self.names)), *numbered)
+
     def matches(self, author_name: str, author_email: str) -> bool:
         email = _norm(author_email)
         if email in self.emails or _norm(author_name) in self.names:

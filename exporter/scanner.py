@@ -20,10 +20,9 @@ import structlog
 
 from exporter.attribution import (
     MERGE_REQUEST_STATE_ALIASES,
-    CommitLike,
     ProjectSets,
     Window,
-    attribute_steps,
+    attribute,
     count_by_state,
     distinct,
 )
@@ -52,6 +51,9 @@ log = structlog.get_logger("exporter.scanner")
 ProgressCallback = Callable[[int, int], None]
 PROGRESS_LOG_SECONDS = 10.0
 USER_START_BATCH = 64  # users whose scans start in one turn of the event loop
+EVENTS_AFTER_MARGIN = timedelta(days=2)
+"""How many days before the window's start (a UTC date) the push events are asked
+``after``: GitLab ends that day in its own time zone, which may be behind UTC."""
 
 
 def utc_now() -> datetime:
@@ -134,6 +136,8 @@ class Scanner:
             users=usernames,
             # enough projects in flight to keep every connection busy, no more
             workers=2 * self._config.gitlab.max_concurrency,
+            reconcile_interval=timedelta(seconds=self._config.scan.reconcile_interval),
+            count_merges=self._config.scan.count_merge_commits,
         )
         items = self._authored_items(window, now, usernames)
         self._ambiguous = _SharedNames(
@@ -280,8 +284,9 @@ class Scanner:
         detail = found.user
         try:
             listed, merge_requests, issues = await asyncio.gather(
-                # `after` excludes the named day: ask from the day before the window starts
-                self._api.pushes(detail.id, window.start.date() - timedelta(days=1)),
+                # `after` excludes the named day, ended in the instance's time zone (up to
+                # 12 hours behind UTC): ask from two days before the window starts
+                self._api.pushes(detail.id, window.start.date() - EVENTS_AFTER_MARGIN),
                 # authored by the user; filtered to the window again below
                 items.merge_requests.of(detail.username),
                 items.issues.of(detail.username),
@@ -289,7 +294,7 @@ class Scanner:
         except NotFoundError:
             self.discovery.forget(username)  # gone since discovery: look it up again
             raise
-        # the day before the window starts came with the listing: only pushes within the
+        # the days before the window starts came with the listing: only pushes within the
         # window make a project one of the user's
         pushes = [p for p in listed if p.created_at in window]
         del listed
@@ -318,8 +323,10 @@ class Scanner:
             del pushes, hints, by_project
             await asyncio.sleep(0)  # holding the turn: the next user goes in the next turn
         ids = sorted(projects.all)
-        fetched = await cache.get_many(ids)
-        commits: Mapping[int, Sequence[CommitLike]] = dict(zip(ids, fetched, strict=True))
+        fetched = await cache.get_many(ids)  # raises when a project the user needs failed
+        # each project's commits indexed by author once per change: the user looks at
+        # its own commits only
+        indexes = {pid: self.store.index(pid) for pid in ids}
         identity = Identity.build(
             user_id=detail.id,
             username=detail.username,
@@ -330,27 +337,14 @@ class Scanner:
             extra_emails=self._config.extra_emails.get(username.casefold(), ()),
             ambiguous_names=self._ambiguous.get() if any(fetched) else (),
         )
-        # one user's counting at a time: thousands of users whose commits are ready at
-        # once take turns with everything else on the event loop instead of stalling it
-        async with self._cpu_turn:
-            steps = attribute_steps(
-                identity,
-                projects,
-                commits,
-                window=window,
-                zone=self._zone,
-                table=self._config.period_table,
-            )
-            # a user with many commits pauses between steps for the others; and every
-            # user pauses holding the turn after the last step, so users whose commits are
-            # ready at once count one per turn of the event loop, not all in the same one
-            stats: UserStats | None = None
-            while stats is None:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    stats = done.value
-                await asyncio.sleep(0)
+        stats = attribute(
+            identity,
+            projects,
+            indexes,
+            window=window,
+            zone=self._zone,
+            table=self._config.period_table,
+        )
         return replace(
             stats,
             merge_requests=count_by_state(

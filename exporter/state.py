@@ -56,7 +56,7 @@ from exporter.snapshot import (
 
 log = structlog.get_logger("exporter.state")
 
-SCHEMA_VERSION = 5  # 5: users keep their profile URL
+SCHEMA_VERSION = 6  # 5: users keep their profile URL; 6: branch heads and full reads kept
 APPLICATION = "gitlab-activity-exporter"
 APPLICATION_ID = 0x474C4145  # "GLAE", in the SQLite header (PRAGMA application_id)
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -65,7 +65,10 @@ _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE projects (
     id TEXT PRIMARY KEY, fetched_at TEXT NOT NULL, activity TEXT, watermark TEXT,
-    pushed TEXT);
+    pushed TEXT, full_at TEXT);
+CREATE TABLE branches (
+    project_id TEXT NOT NULL, name TEXT NOT NULL, head TEXT NOT NULL,
+    PRIMARY KEY (project_id, name));
 CREATE TABLE commits (
     project_id TEXT NOT NULL, sha TEXT NOT NULL, author_name TEXT NOT NULL,
     author_email TEXT NOT NULL, authored TEXT NOT NULL, PRIMARY KEY (project_id, sha));
@@ -115,7 +118,7 @@ def fingerprint(config: Config, shard: str = "0/1") -> str:
     scan = config.scan
     return json.dumps(
         [_without_credentials(config.gitlab.url), scan.lookback_days, scan.timezone,
-         sorted(scan.periods.items()), shard]
+         sorted(scan.periods.items()), shard, scan.count_merge_commits]
     )
 
 
@@ -399,11 +402,19 @@ def _write(
             ],
         )
         conn.executemany(
-            "INSERT INTO projects VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?)",
             (
                 (str(pid), p.fetched_at.isoformat(), _iso(p.activity), _iso(p.watermark),
-                 _iso(p.pushed))
+                 _iso(p.pushed), _iso(p.full_at))
                 for pid, p in store.projects.items()
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO branches VALUES (?, ?, ?)",
+            (
+                (str(pid), name, head)
+                for pid, p in store.projects.items()
+                for name, head in p.heads.items()
             ),
         )
         conn.executemany(
@@ -496,7 +507,7 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 "written for other settings (GitLab URL, window, zone, periods or shard)"
             )
         store = CommitStore()
-        for pid, fetched_at, activity, watermark, pushed in conn.execute(
+        for pid, fetched_at, activity, watermark, pushed, full_at in conn.execute(
             "SELECT * FROM projects"
         ):
             store.projects[int(pid)] = ProjectState(
@@ -504,7 +515,10 @@ def _read(path: Path, config: Config, shard: str) -> SavedState:
                 activity=_dt(activity),
                 watermark=_dt(watermark),
                 pushed=_dt(pushed),
+                full_at=_dt(full_at),
             )
+        for pid, name, head in conn.execute("SELECT * FROM branches"):
+            store.projects[int(pid)].heads[name] = head
         for pid, sha, name, email, authored in conn.execute("SELECT * FROM commits"):
             store.projects[int(pid)].commits[sha] = (sha, name, email, _req_dt(authored))
         for pid, reason in conn.execute("SELECT * FROM skipped_projects"):

@@ -45,12 +45,14 @@ def config_document(org: Org, url: str, **scan: Any) -> dict[str, Any]:
             "timeout_seconds": 5,
             "max_retries": 2,
         },
-        # discovery every scan (as before discovery caching) unless a test asks otherwise
+        # discovery every scan (as before discovery caching) unless a test asks otherwise;
+        # the windows read in full again once a day
         "scan": {
             "lookback_days": 30,
             "timezone": "Asia/Kolkata",
             "periods": PERIODS,
             "discovery_interval_seconds": 0,
+            "reconcile_interval_seconds": 86400,
             **scan,
         },
         "teams": teams,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-import pytest
-
-from exporter import attribution
-from exporter.attribution import ProjectSets, Window, attribute, attribute_steps, distinct
+from exporter.attribution import ProjectSets, Window, attribute, distinct
+from exporter.author_index import AuthorIndex
 from exporter.matching import Identity
 from exporter.periods import build_period_table, resolve_zone
 
@@ -37,7 +35,8 @@ Numbers = tuple[int, dict[str, int], dict[str, int]]
 
 
 def run(projects: ProjectSets, commits: dict[int, list[C]]) -> Numbers:
-    stats = attribute(ME, projects, commits, window=WINDOW, zone=resolve_zone("UTC"), table=TABLE)
+    indexes = {pid: AuthorIndex.build([tuple(c) for c in cs]) for pid, cs in commits.items()}
+    stats = attribute(ME, projects, indexes, window=WINDOW, zone=resolve_zone("UTC"), table=TABLE)
     return stats.commits, dict(stats.period_commits), dict(stats.projects)
 
 
@@ -90,28 +89,10 @@ def test_distinct_is_case_insensitive_and_keeps_order() -> None:
     assert distinct(["Bob", "alice", "bob", "ALICE", "carol"]) == ("Bob", "alice", "carol")
 
 
-def test_stepwise_counting_pauses_and_gives_the_same_numbers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(attribution, "COMMITS_PER_STEP", 3)
-    projects = ProjectSets(personal=frozenset({1}), contributed=frozenset({2}), pushed=frozenset())
-    shared = mine("shared", at(10, 10))
-    commits = {
-        1: [shared, *(mine(f"a{i}", at(1 + i % 28, 9 + i % 9)) for i in range(10))],
-        2: [shared, C("x", "Someone", "else@example.com", at(3, 10)), mine("b", at(4, 14))],
-    }
-    steps = attribute_steps(
-        ME, projects, commits, window=WINDOW, zone=resolve_zone("UTC"), table=TABLE
-    )
-    pauses = 0
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            stepwise = done.value
-            break
-        pauses += 1
-    assert pauses == 14 // 3  # 14 commits looked at, a pause every third
-    at_once = attribute(ME, projects, commits, window=WINDOW, zone=resolve_zone("UTC"), table=TABLE)
-    assert stepwise == at_once
-    assert stepwise.commits == 12
+def test_a_numbered_email_of_another_id_is_not_the_users() -> None:
+    """The index narrows the search; the identity still decides."""
+    projects = ProjectSets(personal=frozenset({1}), contributed=frozenset(), pushed=frozenset())
+    commits = {1: [C("x", "x", "8-dev@users.noreply.gl.example", at(10, 10)),
+                   C("y", "x", "7-dev@users.noreply.gl.example", at(10, 10))]}
+    total, _, _ = run(projects, commits)
+    assert total == 1

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from exporter import __version__
 from exporter.collectors import build_registry
 from exporter.config import Config, parse_config
 from exporter.service import ExporterService
-from exporter.simulator.model import Org
+from exporter.simulator.model import Commit, Org
 from exporter.simulator.server import FaultRule, SimulatorServer
 from exporter.simulator.truth import expected_activity
 from exporter.snapshot import Snapshot
@@ -221,8 +222,12 @@ async def test_bad_commit_pages_keep_the_projects_last_good_commits(
     c: Campaign = await campaign_factory()
     project = busy_project(c)
     c.sim.faults.add(FaultRule(rf"^/api/v4/projects/{project}/repository/commits$", kind))
-    # scans read only changed projects' commits: this one saw activity since the last scan
-    c.org.projects[project].last_activity_at = c.org.now
+    # scans read only what changed: a new branch here, whose commits are read
+    when = c.org.now - timedelta(minutes=30)
+    c.org.add_commits(project, [Commit(
+        sha="7" * 40, title="Topic", message="Topic", author_name="Someone",
+        author_email="someone@example.com", authored_date=when, committed_date=when,
+        branch="topic/new")])
     second, _ = await c.scan()
     # read before: nobody fails for it, its commits are the last good ones (unchanged)
     assert c.check(second, reason, affected=set()) == set()
@@ -293,8 +298,8 @@ async def test_mixed_faults_at_once(campaign_factory: Callable[..., Any]) -> Non
         c.sim.faults.add(FaultRule(rf"^/api/v4/users/{c.user_id(user)}{suffix}$", kind, delay=2.0))
     # and transient noise everywhere that retries absorb
     for kind in ("502_html", "reset", "malformed_json", "429"):
-        c.sim.faults.add(FaultRule(r"/repository/commits$", kind, times=1))
-    # scans read only changed projects' commits: let every project have seen activity
+        c.sim.faults.add(FaultRule(r"/repository/(commits|branches)$", kind, times=1))
+    # scans read only changed projects' branches: let every project have seen activity
     for project in c.org.projects.values():
         project.last_activity_at = c.org.now
     second, _ = await c.scan()

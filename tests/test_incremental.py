@@ -16,7 +16,7 @@ from exporter.commit_store import (
     plan_fetch,
 )
 from exporter.config import Config
-from exporter.gitlab.api import CommitRecord, GitLabApi, Push
+from exporter.gitlab.api import Branch, CommitRecord, GitLabApi, Push
 from exporter.service import ExporterService
 from exporter.simulator.generate import generate_org
 from exporter.simulator.model import Commit, Org
@@ -27,14 +27,18 @@ from tests.conftest import HOST, TOKEN, make_config
 from tests.test_scan_against_simulator import expected_numbers, numbers, truth_for
 
 COMMITS = "/projects/:id/repository/commits"
+BRANCHES = "/projects/:id/repository/branches"
+COMPARE = "/projects/:id/repository/compare"
+REPOSITORY = (COMMITS, BRANCHES, COMPARE)
 
 
 def commit_requests(sim: SimulatorServer, since_index: int = 0) -> list[dict[str, Any]]:
-    """Query of every first-page commit request made after log entry ``since_index``."""
+    """Query of every first-page repository request (commits, branches, compare) made
+    after log entry ``since_index``, with its endpoint."""
     return [
-        {"path": r.path, **r.query}
+        {"path": r.path, "endpoint": r.endpoint, **r.query}
         for r in sim.log.entries[since_index:]
-        if r.endpoint == COMMITS and "page" not in r.query
+        if r.endpoint in REPOSITORY and "page" not in r.query
     ]
 
 
@@ -63,15 +67,13 @@ async def test_second_scan_fetches_only_changed_projects_and_stays_exact(
     assert changed <= fetched  # every project with new work was fetched...
     assert len(fetched) <= len(changed) + 2  # ...and hardly anything else
     assert len(second) * 10 <= len(first_commits)
-    # ...and only from the watermark minus the overlap, not over the whole window
-    window_start = org.now - timedelta(days=config.scan.lookback_days)
-    for query in second:
-        since = datetime.fromisoformat(query["since"])
-        assert since > window_start + timedelta(days=1), query
+    # ...and only what the moved branches gained since their heads as last read, not
+    # the whole window
+    assert {q["endpoint"] for q in second} == {BRANCHES, COMPARE}
 
 
 async def test_commits_aging_out_of_the_window_are_dropped(org: Org, sim: SimulatorServer) -> None:
-    config = make_config(org, sim.url)
+    config = make_config(org, sim.url, reconcile_interval_seconds=40 * 86400)
     service = ExporterService(config, clock=lambda: org.now)
     async with service:
         await service.scan_once()
@@ -193,8 +195,8 @@ def test_kept_commits_are_not_tracked_by_the_garbage_collector() -> None:
 
 
 async def test_a_late_push_of_old_commits_is_found(org: Org, sim: SimulatorServer) -> None:
-    """Commits committed days ago and pushed now lie behind the watermark: the push's
-    head is not among the incremental answer, so the project's window is read again."""
+    """Commits committed days ago and pushed now to a new branch: the branch is read
+    over the whole window, the other branches not at all."""
     config = make_config(org, sim.url, discovery_interval_seconds=3600)
     service = ExporterService(config, clock=lambda: org.now)
     async with service:
@@ -211,7 +213,7 @@ async def test_a_late_push_of_old_commits_is_found(org: Org, sim: SimulatorServe
         old = org.now - timedelta(days=3)
         late = Commit(sha="f" * 40, title="Old work", message="Old work",
                       author_name=template.author_name, author_email=template.author_email,
-                      authored_date=old, committed_date=old)
+                      authored_date=old, committed_date=old, branch="old-branch")
         org.add_commits(pid, [late])
         org.add_push(author.id, pid, org.now - timedelta(minutes=1), late.sha, ref="old-branch")
         mark = len(sim.log)
@@ -219,7 +221,8 @@ async def test_a_late_push_of_old_commits_is_found(org: Org, sim: SimulatorServe
     assert_exact(snapshot, org, config)
     assert late.sha in service.scanner.store.projects[pid].commits
     reads = [q for q in commit_requests(sim, mark) if q["path"].split("/")[4] == str(pid)]
-    assert len(reads) == 2  # the incremental read, then the whole window
+    assert [(q["endpoint"], q.get("ref_name")) for q in reads] == [
+        (BRANCHES, None), (COMMITS, "old-branch")]
 
 
 async def test_project_decisions_run_on_a_bounded_pool_of_tasks() -> None:
@@ -266,7 +269,8 @@ def test_hinted_pushes_are_not_tracked_by_the_garbage_collector() -> None:
     assert hint.pushes and not any(gc.is_tracked(p) for p in hint.pushes)
     assert not gc.is_tracked(hint.pushes)
     assert hint.pushed_at == NOW  # a deletion is still the latest push...
-    assert len(hint.pushes) == len(pushes)  # ...but brings no head to look for
+    assert len(hint.pushes) == len(pushes) + 1
+    assert hint.pushes[-1][3] is None  # ...but brings no head to compare with
 
 
 class GatedCommits:
@@ -276,6 +280,9 @@ class GatedCommits:
         self.gate = asyncio.Event()
         self.calls: list[int] = []
         self.reading: asyncio.Queue[int] = asyncio.Queue()
+
+    async def branches(self, project_id: int) -> list[Branch]:
+        return [Branch("main", f"{project_id:040x}", NOW - HOUR)]
 
     async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
         self.calls.append(project_id)

@@ -82,14 +82,19 @@ async def test_numbers_equal_the_independent_truth(org: Org, sim: SimulatorServe
 async def test_each_projects_commits_fetched_once_per_scan(org: Org, sim: SimulatorServer) -> None:
     config = make_config(org, sim.url)
     await scan(config, org)
-    first_pages: dict[str, int] = {}
+    first_pages: dict[tuple[str, str], int] = {}
+    listings: dict[str, int] = {}
     for entry in sim.log.entries:
         if entry.endpoint == "/projects/:id/repository/commits" and "page" not in entry.query:
-            first_pages[entry.path] = first_pages.get(entry.path, 0) + 1
+            key = (entry.path, entry.query.get("ref_name", ""))
+            first_pages[key] = first_pages.get(key, 0) + 1
+        if entry.endpoint == "/projects/:id/repository/branches" and "page" not in entry.query:
+            listings[entry.path] = listings.get(entry.path, 0) + 1
     assert first_pages, "no commit requests were made"
-    assert max(first_pages.values()) == 1
+    assert max(first_pages.values()) == 1  # each branch once
+    assert max(listings.values()) == 1  # each project's branches once
     # and projects shared by several users exist, so the cache was actually needed
-    assert len(first_pages) < sum(
+    assert len(listings) < sum(
         len(set(org.contributed.get(u.id, []))) for u in org.users.values()
     )
 

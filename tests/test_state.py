@@ -100,6 +100,15 @@ async def test_unusable_state_file_means_one_log_line_and_a_full_scan(
             conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     else:
         config = state_config(org, sim, tmp_path, lookback_days=20)
+        # a shorter window has fewer active branches: a full scan of its own to compare
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        sim.log.clear()
+        async with ExporterService(
+            state_config(org, sim, fresh, lookback_days=20), clock=lambda: org.now
+        ) as service:
+            await service.scan_once()
+        full = len(sim.log)
     sim.log.clear()
     with capture_logs() as logs:
         async with ExporterService(config, clock=lambda: org.now) as service:

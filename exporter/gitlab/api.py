@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from exporter.periods import parse_gitlab_datetime
 from exporter.text import valid_text
 
 __all__ = [
+    "Branch",
     "CommitRecord",
     "GitLabApi",
     "ItemRef",
@@ -75,6 +76,21 @@ class CommitRecord:
     authored_date: datetime
     # what ``since`` filters on; not part of a commit's identity
     committed_date: datetime | None = field(default=None, compare=False)
+    parent_ids: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def merge(self) -> bool:
+        """Two or more parents."""
+        return len(self.parent_ids) >= 2
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """A branch and its head commit."""
+
+    name: str
+    head: str
+    committed_date: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +101,11 @@ class Push:
     created_at: datetime
     head: str | None
     removed: bool = False
+    #: a tag push: ``head`` is the tag (an annotated tag's object), not a commit
+    tag: bool = False
+    ref: str | None = None
+    #: the ref's head before the push (``None``: a new ref, or a bulk push)
+    base: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +124,10 @@ class AuthoredItem:
 
     author: str
     item: ItemRef
+
+
+EVENTS_PAGE_CAP = 101
+"""GitLab counts at most 10,001 events: ``rel="next"`` ends after page 101 at 100 a page."""
 
 
 def format_gitlab_datetime(value: datetime) -> str:
@@ -231,48 +256,112 @@ class GitLabApi:
         return ids
 
     async def pushes(self, user_id: int, after: date) -> list[Push]:
-        """The user's push events after the day ``after`` (that day excluded)."""
+        """The user's push events after the day ``after`` (that day excluded).
+
+        GitLab counts events only up to :data:`EVENTS_PAGE_CAP` pages (newest first): when
+        a list reaches it, the older events are asked for again with ``before``, from two
+        days after the oldest one seen (the day ends in the instance's time zone), until
+        a list ends before the cap.
+        """
         endpoint = "/users/:id/events"
         shape = _Shape(endpoint)
-        params = {"action": "pushed", "after": after.isoformat()}
-        pushes: list[Push] = []
-        async for raw in self._client.paginate(
-            f"/users/{_id(user_id, 'user_id')}/events", params, endpoint=endpoint
-        ):
-            obj = shape.obj(raw, "event")
-            data = obj.get("push_data")
-            data = shape.obj(data, "field 'push_data'") if data is not None else {}
-            pushes.append(
-                Push(
+        pushes: dict[int, Push] = {}
+        before: date | None = None
+        pages: list[None] = []
+        while True:
+            params = {"action": "pushed", "after": after.isoformat()}
+            if before is not None:
+                params["before"] = before.isoformat()
+            pages.clear()
+            oldest: datetime | None = None
+            async for raw in self._client.paginate(
+                f"/users/{_id(user_id, 'user_id')}/events",
+                params,
+                endpoint=endpoint,
+                on_page=lambda: pages.append(None),
+            ):
+                obj = shape.obj(raw, "event")
+                data = obj.get("push_data")
+                data = shape.obj(data, "field 'push_data'") if data is not None else {}
+                push = Push(
                     project_id=shape.req_int(obj, "project_id"),
                     created_at=shape.req_datetime(obj, "created_at"),
                     head=shape.opt_str(data, "commit_to"),
                     removed=data.get("action") == "removed",
+                    tag=data.get("ref_type") == "tag",
+                    ref=shape.opt_str(data, "ref"),
+                    base=shape.opt_str(data, "commit_from"),
                 )
-            )
-        return pushes
+                pushes[shape.req_int(obj, "id")] = push
+                oldest = push.created_at if oldest is None else min(oldest, push.created_at)
+            if len(pages) < EVENTS_PAGE_CAP or oldest is None:
+                break
+            earlier = oldest.astimezone(UTC).date() + timedelta(days=2)
+            if before is not None and earlier >= before:
+                raise ApiError(
+                    f"more than {EVENTS_PAGE_CAP} pages of push events within two days",
+                    endpoint=endpoint,
+                )
+            before = earlier
+        return list(pushes.values())
 
     async def project_commits(self, project_id: int, since: datetime) -> list[CommitRecord]:
-        """Commits on every branch whose committer date is at or after ``since``."""
+        """Commits of every ref (``all=true``: GitLab's hidden refs too) whose committer
+        date is at or after ``since``."""
+        return await self._commits(
+            project_id, {"all": "true", "since": format_gitlab_datetime(since)}
+        )
+
+    async def branch_commits(
+        self, project_id: int, branch: str, since: datetime
+    ) -> list[CommitRecord]:
+        """Commits reachable from ``branch`` whose committer date is at or after ``since``."""
+        return await self._commits(
+            project_id, {"ref_name": branch, "since": format_gitlab_datetime(since)}
+        )
+
+    async def branches(self, project_id: int) -> list[Branch]:
+        """The project's branches with their head commits."""
+        endpoint = "/projects/:id/repository/branches"
+        shape = _Shape(endpoint)
+        branches: list[Branch] = []
+        async for raw in self._client.paginate(
+            f"/projects/{_id(project_id, 'project_id')}/repository/branches", endpoint=endpoint
+        ):
+            obj = shape.obj(raw, "branch")
+            head = shape.obj(obj.get("commit"), "field 'commit'")
+            branches.append(
+                Branch(
+                    name=shape.req_str(obj, "name"),
+                    head=shape.req_str(head, "id"),
+                    committed_date=shape.req_datetime(head, "committed_date"),
+                )
+            )
+        return branches
+
+    async def compare(self, project_id: int, base: str, head: str) -> list[CommitRecord]:
+        """The commits ``head`` has that ``base`` (or their merge base) has not."""
+        endpoint = "/projects/:id/repository/compare"
+        shape = _Shape(endpoint)
+        body = await self._client.get_json(
+            f"/projects/{_id(project_id, 'project_id')}/repository/compare",
+            {"from": base, "to": head},
+            endpoint=endpoint,
+        )
+        obj = shape.obj(body, "body")
+        raw = obj.get("commits")
+        return [_commit_record(shape, item) for item in shape.req_list(raw)]
+
+    async def _commits(self, project_id: int, params: Mapping[str, str]) -> list[CommitRecord]:
         endpoint = "/projects/:id/repository/commits"
         shape = _Shape(endpoint)
-        params = {"all": "true", "since": format_gitlab_datetime(since)}
         commits: list[CommitRecord] = []
         async for raw in self._client.paginate(
             f"/projects/{_id(project_id, 'project_id')}/repository/commits",
             params,
             endpoint=endpoint,
         ):
-            obj = shape.obj(raw, "commit")
-            commits.append(
-                CommitRecord(
-                    sha=shape.req_str(obj, "id"),
-                    author_name=shape.req_str(obj, "author_name"),
-                    author_email=shape.req_str(obj, "author_email"),
-                    authored_date=shape.req_datetime(obj, "authored_date"),
-                    committed_date=shape.opt_datetime(obj, "committed_date"),
-                )
-            )
+            commits.append(_commit_record(shape, raw))
         return commits
 
     async def group_members(self, full_path: str) -> list[str]:
@@ -377,6 +466,23 @@ class GitLabApi:
         async for raw in self._client.paginate(path, params, endpoint=endpoint):
             items.append(_item_ref(shape, shape.obj(raw)))
         return items
+
+
+def _commit_record(shape: _Shape, raw: Any) -> CommitRecord:
+    obj = shape.obj(raw, "commit")
+    parents = obj.get("parent_ids")
+    if parents is None:
+        parents = []
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise shape.fail("field 'parent_ids' is not a list of SHAs")
+    return CommitRecord(
+        sha=shape.req_str(obj, "id"),
+        author_name=shape.req_str(obj, "author_name"),
+        author_email=shape.req_str(obj, "author_email"),
+        authored_date=shape.req_datetime(obj, "authored_date"),
+        committed_date=shape.opt_datetime(obj, "committed_date"),
+        parent_ids=tuple(parents),
+    )
 
 
 def _item_ref(shape: _Shape, obj: Mapping[str, Any]) -> ItemRef:

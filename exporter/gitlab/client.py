@@ -20,7 +20,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -455,12 +455,14 @@ class GitLabClient:
         endpoint: str,
         max_pages: int | None = None,
         page_budget: int | None = None,
+        on_page: Callable[[], None] | None = None,
     ) -> AsyncIterator[Any]:
         """Yield the items of every page, following ``Link: rel="next"`` to the end.
 
         ``max_pages``: after the first page, raise :class:`PageBudgetExceeded` (before
         yielding anything) when GitLab's ``X-Total-Pages`` is above it or absent (GitLab
-        leaves it out for collections over 10,000 items).
+        leaves it out for collections over 10,000 items). ``on_page`` is called once per
+        page read.
 
         A next link's path and query are put on the configured base URL (GitLab builds
         its links from its external URL, which can differ); the token only ever goes
@@ -476,7 +478,7 @@ class GitLabClient:
         project = self._project(path, endpoint)
         retries = None if project is None else self._breaker_retries(project, endpoint)
         try:
-            async for item in self._pages(url, endpoint, max_pages, page_budget, retries):
+            async for item in self._pages(url, endpoint, max_pages, page_budget, retries, on_page):
                 yield item
         except (ApiError, RequestTimeoutError):
             if project is not None:
@@ -492,6 +494,7 @@ class GitLabClient:
         max_pages: int | None,
         page_budget: int,
         retries: int | None,
+        on_page: Callable[[], None] | None = None,
     ) -> AsyncIterator[Any]:
         empty_ends = not endpoint.endswith("/events")  # events pages may be empty midway
         seen: set[tuple[tuple[str, str, int | None], str, tuple[tuple[str, str], ...]]] = set()
@@ -523,6 +526,8 @@ class GitLabClient:
                         f"{empty_run} empty pages in a row, each naming another; stopped",
                         endpoint=endpoint,
                     )
+            if on_page is not None:
+                on_page()
             for item in data:
                 yield item
             url = next_url

@@ -791,6 +791,7 @@ def generate_org(
     host: str = "gitlab.example.com",
     history_commits: int = 0,
     realism: Realism | None = None,
+    refs: RefKnobs | None = None,
 ) -> Org:
     """Build a deterministic organisation for ``seed`` (see the module docstring).
 
@@ -803,6 +804,10 @@ def generate_org(
     its default branch, authored and committed in the two years before the window by
     the project's own authors, as long-lived repositories have (the organisation is
     otherwise the same: these come from a random generator of their own).
+
+    ``refs``: which of GitLab's repository awkwardnesses to add (:class:`RefKnobs`; none
+    by default, :data:`REALISTIC_REFS` for all of them). They come from a random
+    generator of their own too: the rest of the organisation stays the same.
     """
     if now is None:
         now = datetime.now(UTC).replace(microsecond=0)
@@ -819,7 +824,135 @@ def generate_org(
     if realism is not None:
         _apply_realism(org, seed, realism, now - timedelta(days=lookback_days))
         org.reindex()
+    if refs is not None:
+        _add_refs(org, seed, refs, _Clock(now.astimezone(UTC), lookback_days))
+        org.reindex()
     return org
+
+
+@dataclass(frozen=True)
+class RefKnobs:
+    """Repository behaviour of a real GitLab, each one a knob (all off by default).
+
+    - ``hidden_refs``: commits only GitLab's hidden refs keep, which ``all=true`` lists:
+      amended versions under ``refs/keep-around/*`` (one commit amended twice under CI
+      leaves two), squashed-away originals under ``refs/merge-requests/IID/head`` and
+      the synthetic merge commit of ``refs/merge-requests/IID/merge``, authored by the
+      merge request's author and re-created whenever the target branch moves.
+    - ``merge_commits``: merge commits (two parents) on the default branch, authored by
+      the project's people.
+    - ``future_dates``: a commit whose committer clock was wrong (committed in 2099).
+    - ``tag_pushes``: annotated tag pushes (``ref_type: tag``, ``commit_to`` a tag
+      object, no commits) among the users' push events.
+    - ``time_zone``: the instance's ``gitlab.time_zone`` (the events' ``after`` day ends).
+    """
+
+    hidden_refs: bool = False
+    merge_commits: bool = False
+    future_dates: bool = False
+    tag_pushes: bool = False
+    time_zone: str = "UTC"
+
+
+#: Every knob on, as the benchmark and the demo use (an instance west of UTC).
+REALISTIC_REFS = RefKnobs(
+    hidden_refs=True,
+    merge_commits=True,
+    future_dates=True,
+    tag_pushes=True,
+    time_zone="America/Los_Angeles",
+)
+
+FUTURE = datetime(2099, 1, 1, 9, 30, tzinfo=UTC)
+
+
+def _variant(rng: random.Random, c: Commit, *, branch: str, **change: object) -> Commit:
+    """Another commit like ``c`` (a new SHA) on ``branch``."""
+    fields: dict[str, object] = {
+        "sha": f"{rng.getrandbits(160):040x}",
+        "title": c.title,
+        "message": c.message,
+        "author_name": c.author_name,
+        "author_email": c.author_email,
+        "authored_date": c.authored_date,
+        "committed_date": c.committed_date,
+        "committer_name": c.committer_name,
+        "committer_email": c.committer_email,
+        "millis": c.millis,
+        "branch": branch,
+        "parent_ids": c.parent_ids,
+    }
+    fields.update(change)
+    return Commit(**fields)  # type: ignore[arg-type]
+
+
+def _add_refs(org: Org, seed: int, knobs: RefKnobs, clock: _Clock) -> None:
+    rng = random.Random(f"refs-{seed}")
+    org.time_zone = knobs.time_zone
+    iid = 10_000
+    future_done = False
+    for pid in sorted(org.commits):
+        project = org.projects.get(pid)
+        if project is None or project.forked_from_project is not None:
+            continue
+        default = project.default_branch
+        inside = sorted(
+            (c for c in org.commits[pid]
+             if clock.in_lo <= c.authored_date.timestamp() <= clock.in_hi and not c.hidden),
+            key=lambda c: c.history_key,
+        )
+        if not inside:
+            continue
+        added: list[Commit] = []
+        if knobs.hidden_refs and rng.random() < 0.4:
+            amended = _ch(rng, inside)
+            # amended twice under CI: the two earlier versions stay behind keep-around refs
+            for n in (1, 2):
+                earlier = amended.committed_date - timedelta(minutes=10 * (3 - n))
+                version = _variant(rng, amended, branch="",
+                                   committed_date=max(earlier, amended.authored_date))
+                version.branch = f"refs/keep-around/{version.sha}"
+                added.append(version)
+            iid += 1
+            squashed = _ch(rng, inside)
+            added.append(_variant(rng, squashed, branch=f"refs/merge-requests/{iid}/head",
+                                  title=f"WIP {squashed.title}"))
+            author = _ch(rng, inside)
+            head = max(org.commits[pid], key=lambda c: c.committed_date)
+            added.append(_variant(
+                rng, author, branch=f"refs/merge-requests/{iid}/merge",
+                title=f"Merge branch 'topic-{iid}' into '{default}'",
+                committed_date=max(author.committed_date, head.committed_date),
+                parent_ids=(head.sha, squashed.sha),
+            ))
+        trunk = [c for c in inside if c.branch == default]
+        if knobs.merge_commits and trunk and rng.random() < 0.4:
+            for _ in range(_ri(rng, 1, 2)):
+                base = _ch(rng, trunk)
+                side = _ch(rng, inside)
+                later = base.committed_date + timedelta(minutes=1)
+                added.append(_variant(rng, base, branch=default,
+                                      title=f"Merge branch '{side.branch}' into '{default}'",
+                                      committed_date=later,
+                                      authored_date=base.authored_date + timedelta(minutes=1),
+                                      parent_ids=(base.sha, side.sha)))
+        if knobs.future_dates and trunk and (not future_done or rng.random() < 0.03):
+            future_done = True
+            wrong = _ch(rng, trunk)
+            added.append(_variant(rng, wrong, branch=default, title=f"{wrong.title} (bad clock)",
+                                  committed_date=FUTURE.astimezone(wrong.committed_date.tzinfo)))
+        org.commits[pid].extend(added)
+    if knobs.tag_pushes:
+        for uid in sorted(org.events):
+            pushes = [e for e in org.events[uid] if e.action == "pushed" and not e.hidden]
+            if not pushes or rng.random() >= 0.3:
+                continue
+            like = _ch(rng, pushes)
+            org.add_push(
+                uid, like.project_id, like.created_at + timedelta(minutes=1),
+                f"{rng.getrandbits(160):040x}", ref=f"v1.{_ri(rng, 0, 40)}.0",
+                commit_count=0, ref_type="tag",
+            )
 
 
 def _add_history(org: Org, seed: int, per_project: int, window_start: datetime) -> None:

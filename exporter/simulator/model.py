@@ -8,6 +8,7 @@ changes the containers directly must call :meth:`Org.reindex` afterwards.
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,12 +114,34 @@ class Commit:
     committer_name: str = ""
     committer_email: str = ""
     millis: bool = False  # render dates with milliseconds
+    #: the branch the commit was made on, or a hidden ref (``refs/keep-around/...``,
+    #: ``refs/merge-requests/IID/head`` or ``.../merge``) that alone keeps it
     branch: str = "main"
     parent_ids: tuple[str, ...] = ()
+    #: position in its branch's history after the generated commits (``add_commits``);
+    #: within one ``seq`` the history follows the committer dates
+    seq: int = 0
 
     @property
     def short_id(self) -> str:
         return self.sha[:8]
+
+    @property
+    def hidden(self) -> bool:
+        """Reachable only from one of GitLab's hidden refs, not from any branch."""
+        return self.branch.startswith(HIDDEN_REF_PREFIX)
+
+    @property
+    def is_merge(self) -> bool:
+        return len(self.parent_ids) >= 2
+
+    @property
+    def history_key(self) -> tuple[int, float, str]:
+        return (self.seq, self.committed_date.timestamp(), self.sha)
+
+
+HIDDEN_REF_PREFIX = "refs/"
+MERGE_REF = "refs/merge-requests/{iid}/merge"
 
 
 @dataclass(slots=True)
@@ -196,6 +219,10 @@ class Org:
     contributed: dict[int, list[int]] = field(default_factory=dict)
     merge_requests: list[MergeRequest] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    #: ``gitlab.time_zone``: the day ends of the events' ``after``/``before`` are taken in it
+    time_zone: str = "UTC"
+    #: GitLab counts at most this many events: ``rel="next"`` ends there
+    events_cap: int = 10_001
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -306,6 +333,91 @@ class Org:
         hi = len(commits) if since is None else bisect.bisect_right(keys, -since.timestamp())
         return commits[lo:hi]
 
+    # ---------------------------------------------------------------- branches
+    def _own_histories(self, project_id: int) -> dict[str, list[Commit]]:
+        """Per ref (branch or hidden ref): the commits made on it, oldest first.
+
+        Computed from the commit list each time: tests change it directly."""
+        refs: dict[str, list[Commit]] = {}
+        for c in self.commits.get(project_id, []):
+            refs.setdefault(c.branch, []).append(c)
+        for own in refs.values():
+            own.sort(key=lambda c: c.history_key)
+        return refs
+
+    def branches(self, project_id: int) -> dict[str, Commit]:
+        """Branch name -> head commit (hidden refs are not branches)."""
+        return {
+            name: own[-1]
+            for name, own in sorted(self._own_histories(project_id).items())
+            if own and not name.startswith(HIDDEN_REF_PREFIX)
+        }
+
+    def _history(self, project_id: int, ref: str, upto: Commit | None = None) -> list[Commit]:
+        """Commits reachable from ``ref`` (or from its commit ``upto``), oldest first.
+
+        A branch other than the default one (and a hidden ref) starts from the default
+        branch's history just before its own first commit.
+        """
+        own_refs = self._own_histories(project_id)
+        own = own_refs.get(ref, [])
+        if upto is not None:
+            own = [c for c in own if c.history_key <= upto.history_key]
+        project = self.projects.get(project_id)
+        default = project.default_branch if project is not None else "main"
+        if ref == default or not own:
+            return list(own)
+        base = own[0].history_key
+        trunk = [c for c in own_refs.get(default, []) if c.history_key < base]
+        return trunk + own
+
+    def parents(self, project_id: int) -> dict[str, tuple[str, ...]]:
+        """Each commit's ``parent_ids`` as its history has them: the commit before it on
+        its ref (for a branch's first commit, the default branch's commit it started
+        from); a merge commit keeps its other parents."""
+        out: dict[str, tuple[str, ...]] = {}
+        for ref in self._own_histories(project_id):
+            history = self._history(project_id, ref)
+            for before, c in zip([None, *history], history, strict=False):
+                if before is None:
+                    out.setdefault(c.sha, c.parent_ids if c.is_merge else ())
+                else:
+                    others = c.parent_ids[1:] if c.is_merge else ()
+                    out.setdefault(c.sha, (before.sha, *others))
+        return out
+
+    def branch_log(self, project_id: int, ref: str) -> list[Commit]:
+        """``git log REF``: newest first (by history, not by date)."""
+        return list(reversed(self._history(project_id, ref)))
+
+    def resolve(self, project_id: int, ref: str) -> Commit | None:
+        """A branch name or a commit SHA (a full one, or a prefix of 7+)."""
+        head = self.branches(project_id).get(ref)
+        if head is not None:
+            return head
+        if len(ref) >= 7:
+            for c in self.commits.get(project_id, []):
+                if c.sha.startswith(ref):
+                    return c
+        return None
+
+    def reachable(self, project_id: int, commit: Commit) -> list[Commit]:
+        """The commit and its ancestors, oldest first."""
+        return self._history(project_id, commit.branch, upto=commit)
+
+    def compare(self, project_id: int, base: Commit, head: Commit) -> list[Commit]:
+        """``git log base..head``: reachable from ``head``, not from ``base``; oldest first."""
+        known = {c.sha for c in self.reachable(project_id, base)}
+        return [c for c in self.reachable(project_id, head) if c.sha not in known]
+
+    def branch_commits(self, project_id: int) -> list[Commit]:
+        """Every commit reachable from a branch (what DESIGN section 6 counts)."""
+        seen: dict[str, Commit] = {}
+        for name in self.branches(project_id):
+            for c in self._history(project_id, name):
+                seen.setdefault(c.sha, c)
+        return list(seen.values())
+
     def merge_requests_by(self, username: str) -> list[MergeRequest]:
         return self._mrs_by_author.get(username.casefold(), [])
 
@@ -344,13 +456,35 @@ class Org:
         if project_id not in self.projects:
             raise KeyError(project_id)
         bucket = self.commits.setdefault(project_id, [])
-        bucket.extend(commits)
+        added = list(commits)
+        default = self.projects[project_id].default_branch
+        later = 1 + max((c.seq for c in bucket), default=0)
+        for c in added:
+            c.seq = max(c.seq, later)  # on top of the branch's history so far
+        bucket.extend(added)
+        if any(c.branch == default for c in added):
+            self._regenerate_merge_refs(project_id, max(c.committed_date for c in added))
         self._sort_commits(project_id)
         if bucket:
-            newest = max(c.committed_date for c in bucket).astimezone(UTC)
+            # last_activity_at is when something happened, never a wrong clock's future
+            newest = min(self.now, max(c.committed_date for c in bucket)).astimezone(UTC)
             project = self.projects[project_id]
             project.last_activity_at = max(project.last_activity_at, newest)
             project.empty_repo = False
+
+    def remove_commits(self, project_id: int, shas: Iterable[str]) -> None:
+        """Drop commits from the project's history (a force-push, a deleted branch)."""
+        gone = set(shas)
+        kept = [c for c in self.commits.get(project_id, []) if c.sha not in gone]
+        self.commits[project_id] = kept
+        self._sort_commits(project_id)
+
+    def _regenerate_merge_refs(self, project_id: int, when: datetime) -> None:
+        """The target branch moved: GitLab re-creates every merge ref's synthetic merge commit."""
+        for c in self.commits.get(project_id, []):
+            if c.branch.startswith("refs/merge-requests/") and c.branch.endswith("/merge"):
+                c.sha = hashlib.sha1(c.sha.encode()).hexdigest()
+                c.committed_date = max(c.committed_date, when)
 
     def add_event(self, event: Event) -> None:
         """Add an event (e.g. a push between two scans)."""
@@ -359,16 +493,28 @@ class Org:
         evs.sort(key=lambda e: (e.created_at, e.id), reverse=True)
 
     def add_push(
-        self, user_id: int, project_id: int, created_at: datetime, head: str, ref: str = "main"
+        self,
+        user_id: int,
+        project_id: int,
+        created_at: datetime,
+        head: str,
+        ref: str = "main",
+        *,
+        commit_from: str | None = None,
+        commit_count: int = 1,
+        ref_type: str = "branch",
     ) -> Event:
-        """Add the user's push of one commit, ``head``, to a branch of the project."""
+        """Add the user's push to a ref of the project: ``commit_count`` commits from
+        ``commit_from`` (the old head; ``None``: a new ref) up to ``head`` (for an annotated
+        tag, the tag object)."""
         event = Event(
             id=self.next_event_id(),
             user_id=user_id,
             project_id=project_id,
             created_at=created_at,
-            push_data={"commit_count": 1, "commit_from": None, "commit_to": head,
-                       "ref": ref, "ref_type": "branch", "action": "pushed"},
+            push_data={"commit_count": commit_count, "commit_from": commit_from,
+                       "commit_to": head, "ref": ref, "ref_type": ref_type,
+                       "action": "pushed"},
         )
         self.add_event(event)
         return event

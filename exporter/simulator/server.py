@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from email.utils import formatdate
 from typing import Any, TypeVar
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from yarl import URL
@@ -407,6 +408,16 @@ class GitLabSimulator:
                     r"^/projects/([^/]+)/repository/commits$",
                     "/projects/:id/repository/commits",
                     self._commits,
+                ),
+                (
+                    r"^/projects/([^/]+)/repository/branches$",
+                    "/projects/:id/repository/branches",
+                    self._branches,
+                ),
+                (
+                    r"^/projects/([^/]+)/repository/compare$",
+                    "/projects/:id/repository/compare",
+                    self._compare,
                 ),
                 (r"^/groups/([^/]+)$", "/groups/:id", self._group),
                 (r"^/groups/([^/]+)/members/all$", "/groups/:id/members/all", self._members_all),
@@ -871,13 +882,17 @@ class GitLabSimulator:
                 }
         return data
 
-    def _commit_json(self, c: Commit, project: Project) -> dict[str, Any]:
+    def _commit_json(
+        self, c: Commit, project: Project, parents: dict[str, tuple[str, ...]] | None = None
+    ) -> dict[str, Any]:
         committed = _commit_date(c.committed_date, c.millis)
+        if parents is None:
+            parents = self.org.parents(project.id)
         return {
             "id": c.sha,
             "short_id": c.short_id,
             "created_at": committed,
-            "parent_ids": list(c.parent_ids),
+            "parent_ids": list(parents.get(c.sha, c.parent_ids)),
             "title": c.title,
             "message": c.message,
             "author_name": c.author_name,
@@ -1026,16 +1041,21 @@ class GitLabSimulator:
         before = _parse_date(request, "before")
         events: Sequence[Event] = [] if self._hidden(user) else self.org.events.get(user.id, [])
         if action or target_type or after or before:
+            # the named days end in the instance's time zone, not in UTC
+            zone = ZoneInfo(self.org.time_zone)
             events = [
                 e
                 for e in events
                 if (not action or e.action == action)
-                and (after is None or e.created_at.astimezone(UTC).date() > after)
-                and (before is None or e.created_at.astimezone(UTC).date() < before)
+                and (after is None or e.created_at.astimezone(zone).date() > after)
+                and (before is None or e.created_at.astimezone(zone).date() < before)
                 and (not target_type or target_type.lower() in ("", "push"))
             ]
         if request.query.get("sort") == "asc":
             events = list(reversed(events))
+        # GitLab counts events up to a cap: rel="next" stops at the page that holds it
+        per_page = min(max(1, _int_param(request, "per_page", 20)), 100)
+        events = events[: math.ceil(self.org.events_cap / per_page) * per_page]
         # pages are cut before visibility filtering: a short page may have a next page
         chunk, headers = self._page(request, events)
         return _json(
@@ -1046,23 +1066,39 @@ class GitLabSimulator:
     async def _project(self, request: web.Request, p: dict[str, str]) -> web.Response:
         return _json(self._project_json(self._find_project(p["0"])))
 
-    async def _commits(self, request: web.Request, p: dict[str, str]) -> web.Response:
-        project = self._find_project(p["0"])
+    def _repository_refusal(self, project: Project) -> web.Response | None:
+        """The repository's answer when its code cannot be read (a 500 to return; 403 and
+        404 ``Repository`` raised), for every repository route."""
         if project.code_forbidden and not self.admin:
             raise _HTTPError(403, {"message": "403 Forbidden"})
         if project.no_repository:
             raise _not_found("Repository")
         if project.broken:
             return _html_error(500)
+        return None
+
+    async def _commits(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        project = self._find_project(p["0"])
+        refused = self._repository_refusal(project)
+        if refused is not None:
+            return refused
         since = _parse_time(request, "since")
         until = _parse_time(request, "until")
         all_refs = _truthy(request, "all")
         ref = request.query.get("ref_name")
         if all_refs or not ref:
+            # all=true is git log --all: GitLab's hidden refs included
             commits = self.org.commits_between(project.id, since, until, all_branches=all_refs)
         else:
+            # git log REF: the branch's own commits and the history it started from
+            tip = self.org.resolve(project.id, ref)
+            if tip is None:
+                raise _not_found("Revision")
             commits = [
-                c for c in self.org.commits_between(project.id, since, until) if c.branch == ref
+                c
+                for c in reversed(self.org.reachable(project.id, tip))
+                if (since is None or c.committed_date >= since)
+                and (until is None or c.committed_date <= until)
             ]
         author = request.query.get("author")
         if author:
@@ -1075,7 +1111,63 @@ class GitLabSimulator:
         chunk, headers = self._page(request, commits, commits=True)
         if all_refs:
             chunk.reverse()  # with all=true each page is oldest-first
-        return _json([self._commit_json(c, project) for c in chunk], headers=headers)
+        parents = self.org.parents(project.id)
+        return _json([self._commit_json(c, project, parents) for c in chunk], headers=headers)
+
+    async def _branches(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        project = self._find_project(p["0"])
+        refused = self._repository_refusal(project)
+        if refused is not None:
+            return refused
+        heads = self.org.branches(project.id)
+        search = request.query.get("search", "").casefold()
+        rows = [(name, head) for name, head in heads.items() if search in name.casefold()]
+        parents = self.org.parents(project.id)
+
+        def render(row: tuple[str, Commit]) -> dict[str, Any]:
+            name, head = row
+            return {
+                "name": name,
+                "commit": self._commit_json(head, project, parents),
+                "merged": False,
+                "protected": name == project.default_branch,
+                "developers_can_push": False,
+                "developers_can_merge": False,
+                "can_push": True,
+                "default": name == project.default_branch,
+                "web_url": f"{project.web_url}/-/tree/{name}",
+            }
+
+        return self._list(request, rows, render)
+
+    async def _compare(self, request: web.Request, p: dict[str, str]) -> web.Response:
+        """``from...to``: the commits ``to`` has that the merge base with ``from`` lacks."""
+        project = self._find_project(p["0"])
+        refused = self._repository_refusal(project)
+        if refused is not None:
+            return refused
+        ends = []
+        for name in ("from", "to"):
+            raw = request.query.get(name)
+            if not raw:
+                raise _HTTPError(400, {"error": f"{name} is missing"})
+            found = self.org.resolve(project.id, raw)
+            if found is None:
+                raise _not_found("Ref")
+            ends.append(found)
+        base, head = ends
+        commits = self.org.compare(project.id, base, head)
+        parents = self.org.parents(project.id)
+        return _json(
+            {
+                "commit": self._commit_json(commits[-1], project, parents) if commits else None,
+                "commits": [self._commit_json(c, project, parents) for c in commits],
+                "diffs": [],
+                "compare_timeout": False,
+                "compare_same_ref": base.sha == head.sha,
+                "web_url": f"{project.web_url}/-/compare/{base.short_id}...{head.short_id}",
+            }
+        )
 
     async def _group(self, request: web.Request, p: dict[str, str]) -> web.Response:
         return _json(self._group_json(self._find_group(p["0"])))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from exporter.simulator.model import Org, User
+from exporter.simulator.model import Commit, Org, User
 
 _EMPTY: Mapping[str, Iterable[str]] = {}
 
@@ -176,6 +176,7 @@ def expected_activity(
     host: str | None = None,
     admin: bool = True,
     commit_email_hostname: str | None = None,
+    count_merge_commits: bool = False,
 ) -> dict[str, ExpectedUser]:
     """Expected numbers per username present in ``org`` (absent names are left out).
 
@@ -184,7 +185,8 @@ def expected_activity(
     ``extra_emails`` is keyed by username (case-insensitive), as the configuration's
     ``users[].emails``. ``admin``: the token is an administrator's; otherwise projects
     whose code it may not read count nothing (users whose scan must fail are listed
-    by :func:`expected_failures`).
+    by :func:`expected_failures`). Commits count when a branch reaches them (not only a
+    hidden ref), merge commits only with ``count_merge_commits``.
     """
     if now.tzinfo is None:
         raise ValueError("now must be aware")
@@ -212,6 +214,7 @@ def expected_activity(
         if start <= issue.created_at < now:
             issues_by_author.setdefault(issue.author.casefold(), []).append(issue.state)
 
+    reachable: dict[int, list[Commit]] = {}
     result: dict[str, ExpectedUser] = {}
     for username in usernames:
         user = org.user_by_username(username)
@@ -232,8 +235,10 @@ def expected_activity(
         for pid in project_set:
             if not _readable(org, pid, admin):
                 continue
-            for c in org.commits.get(pid, []):
+            for c in reachable.setdefault(pid, org.branch_commits(pid)):
                 if not (start <= c.authored_date < now):
+                    continue
+                if len(c.parent_ids) >= 2 and not count_merge_commits:
                     continue
                 email = c.author_email.strip().casefold()
                 if (

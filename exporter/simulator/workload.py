@@ -9,12 +9,21 @@ from exporter.simulator.model import Commit, Org
 
 
 def add_new_work(
-    org: Org, *, share: float = 0.05, seed: int = 5, push: bool = False, minutes: int = 10
+    org: Org,
+    *,
+    share: float = 0.05,
+    seed: int = 5,
+    push: bool = False,
+    minutes: int = 10,
+    late: int = 0,
 ) -> set[int]:
     """Advance the clock; give ``share`` of the projects with commits a new commit each.
 
     The commit's author is a user who committed to that project before, so it counts.
-    With ``push`` the author also gets the push event GitLab records.
+    With ``push`` the author also gets the push event GitLab records. ``late``: the
+    author committed that many more commits locally on the days before (one a day) and
+    pushes them all at once: one event, its ``commit_count``, ``commit_from`` (the old
+    head) and ``commit_to`` as GitLab records them.
     """
     rng = random.Random(seed)
     people = {ident: u for u in org.users.values() for ident in u.commit_identities}
@@ -32,22 +41,30 @@ def add_new_work(
             key=lambda c: c.committed_date,
         )
         when = before + timedelta(minutes=rng.randint(1, minutes - 1))
-        sha = f"{rng.getrandbits(160):040x}"
-        org.add_commits(
-            pid,
-            [
+        branch = org.projects[pid].default_branch
+        old_head = org.branches(pid).get(branch)
+        work: list[Commit] = []
+        for days in range(late, -1, -1):
+            at = when - timedelta(days=days)
+            work.append(
                 Commit(
-                    sha=sha,
-                    title=f"New work {n}",
+                    sha=f"{rng.getrandbits(160):040x}",
+                    title=f"New work {n}" + (f" ({days} days old)" if days else ""),
                     message=f"New work {n}",
                     author_name=template.author_name,
                     author_email=template.author_email,
-                    authored_date=when,
-                    committed_date=when,
+                    authored_date=at,
+                    committed_date=at,
+                    branch=branch,
+                    seq=len(work) + 1 + max((c.seq for c in org.commits[pid]), default=0),
                 )
-            ],
-        )
+            )
+        org.add_commits(pid, work)
         if push:
             author = people[(template.author_name, template.author_email)]
-            org.add_push(author.id, pid, when, sha)
+            org.add_push(
+                author.id, pid, when, work[-1].sha, ref=branch,
+                commit_from=old_head.sha if old_head is not None else None,
+                commit_count=len(work),
+            )
     return chosen
