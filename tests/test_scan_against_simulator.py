@@ -342,9 +342,13 @@ async def test_only_pushes_within_the_window_bring_a_project_in(org: Org, sim: S
     """Push events are asked for from the day before the window starts (GitLab's ``after``
     takes a date): a push on the window's first day but before its start does not make
     the project one of the user's, so the user's commits there do not count."""
-    config = make_config(org, sim.url)
+    # a window that starts after 01:00 UTC, whatever the time now: room on its first day
+    lookback = 30.0
+    if (org.now - timedelta(days=lookback)).astimezone(UTC).time() < time(1):
+        lookback = 30.5
+    config = make_config(org, sim.url, lookback_days=lookback)
     start = org.now - timedelta(days=config.scan.lookback_days)
-    assert start.astimezone(UTC).time() >= time(1)  # room on that day before the start
+    assert start.astimezone(UTC).time() >= time(1)
     user = sorted(org.users.values(), key=lambda u: u.id)[0]
     own = set(org.personal_project_ids(user.id)) | set(org.contributed.get(user.id, []))
     pushed = {e.project_id for e in org.events.get(user.id, []) if e.action == "pushed"}
