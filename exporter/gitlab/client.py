@@ -70,9 +70,10 @@ PAGE_BUDGET = 2000
 EVENTS_PAGE_BUDGET = 101
 """GitLab caps an events listing at 10,001 items: 101 pages of 100."""
 MAX_EMPTY_PAGES = 3
-BREAKER_ENDPOINTS = "/projects/:id/repository/"
-"""Reads watched by the project breaker: a project's repository."""
 """Empty pages in a row that still name a next page, before a listing is stopped."""
+BREAKER_ENDPOINTS = ("/projects/:id/repository/commits", "/projects/:id/repository/compare")
+"""Reads watched by the project breaker: a project's history. The branch list is not
+one of them: its answer says nothing about whether the history can be read."""
 MAX_HEADER_WAIT = 15 * 60.0
 """Longest wait taken from ``Retry-After`` / ``RateLimit-Reset``, in seconds."""
 
