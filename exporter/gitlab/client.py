@@ -20,7 +20,8 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -436,17 +437,24 @@ class GitLabClient:
         self, path: str, params: Mapping[str, str] | None = None, *, endpoint: str
     ) -> Any:
         """GET ``/api/v4`` + ``path`` (already percent-encoded) and return the parsed JSON."""
-        project = self._project(path, endpoint)
-        retries = None if project is None else self._breaker_retries(project, endpoint)
-        try:
+        with self._watched(path, endpoint) as retries:
             page = await self._fetch(self._url(path, params), endpoint, retries)
-        except (ApiError, RequestTimeoutError):
-            if project is not None:
-                self._failed(project)
-            raise
-        if project is not None:
-            self._succeeded(project)
         return page.data
+
+    @contextmanager
+    def _watched(self, path: str, endpoint: str) -> Iterator[int | None]:
+        """The project breaker around one read: the retries it allows (``None``: the
+        client's own), and the read's outcome told to it."""
+        project = self._project(path, endpoint)
+        if project is None:
+            yield None
+            return
+        try:
+            yield self._breaker_retries(project, endpoint)
+        except (ApiError, RequestTimeoutError):
+            self._failed(project)
+            raise
+        self._succeeded(project)
 
     async def paginate(
         self,
@@ -476,17 +484,9 @@ class GitLabClient:
         url: URL | None = self._url(path, query)
         if page_budget is None:
             page_budget = EVENTS_PAGE_BUDGET if endpoint.endswith("/events") else PAGE_BUDGET
-        project = self._project(path, endpoint)
-        retries = None if project is None else self._breaker_retries(project, endpoint)
-        try:
+        with self._watched(path, endpoint) as retries:
             async for item in self._pages(url, endpoint, max_pages, page_budget, retries, on_page):
                 yield item
-        except (ApiError, RequestTimeoutError):
-            if project is not None:
-                self._failed(project)
-            raise
-        if project is not None:
-            self._succeeded(project)
 
     async def _pages(
         self,
