@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import LogCapture
 
 from exporter.config import Config, parse_config
 from exporter.simulator.generate import generate_org
@@ -62,3 +64,19 @@ def config_document(org: Org, url: str, **scan: Any) -> dict[str, Any]:
 
 def make_config(org: Org, url: str, **scan: Any) -> Config:
     return parse_config(config_document(org, url, **scan), env={})
+
+
+@pytest.fixture
+def captured_logs() -> Any:
+    """structlog's events of the test, captured (debug and up)."""
+    saved = structlog.get_config()
+    capture = LogCapture()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(10),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture
+    finally:
+        structlog.configure(**saved)

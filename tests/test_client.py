@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from prometheus_client import CollectorRegistry
@@ -600,21 +599,6 @@ async def test_redirect_chain_is_bounded(
 
 
 # --------------------------------------------------------------------------- secrecy
-
-
-@pytest.fixture
-def captured_logs() -> Any:
-    saved = structlog.get_config()
-    capture = LogCapture()
-    structlog.configure(
-        processors=[capture],
-        wrapper_class=structlog.make_filtering_bound_logger(10),
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield capture
-    finally:
-        structlog.configure(**saved)
 
 
 async def test_token_never_in_errors_or_logs(

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from structlog.testing import LogCapture
@@ -40,21 +39,6 @@ BOUND = 30.0
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
-
-
-@pytest.fixture
-def captured_logs() -> Any:
-    saved = structlog.get_config()
-    capture = LogCapture()
-    structlog.configure(
-        processors=[capture],
-        wrapper_class=structlog.make_filtering_bound_logger(10),
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield capture
-    finally:
-        structlog.configure(**saved)
 
 
 def client_for(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> GitLabClient:
