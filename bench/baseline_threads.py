@@ -23,6 +23,10 @@ from typing import Any
 import gitlab
 from rss import peak_rss_mb
 
+PER_PAGE = {"per_page": 100}
+"""Asked on every listing: python-gitlab's ``per_page`` applies to its managers' ``list``
+only, not to ``http_list``, where GitLab's default of 20 would apply."""
+
 
 def _norm(value: str) -> str:
     return value.strip().casefold()
@@ -36,17 +40,20 @@ def scan_user(
     if not found:
         raise LookupError(username)
     user = gl.users.get(found[0].id)
-    personal = gl.http_list(f"/users/{user.id}/projects", get_all=True)
-    contributed = gl.http_list(f"/users/{user.id}/contributed_projects", get_all=True)
+    personal = gl.http_list(f"/users/{user.id}/projects", query_data=PER_PAGE, get_all=True)
+    contributed = gl.http_list(
+        f"/users/{user.id}/contributed_projects", query_data=PER_PAGE, get_all=True
+    )
     after = (start.date() - timedelta(days=1)).isoformat()
     events = gl.http_list(
-        f"/users/{user.id}/events", query_data={"action": "pushed", "after": after}, get_all=True
+        f"/users/{user.id}/events", query_data={"action": "pushed", "after": after, **PER_PAGE},
+        get_all=True,
     )
     # the previous tool also counted the user's merge requests and issues
     for kind in ("merge_requests", "issues"):
         gl.http_list(f"/{kind}", query_data={
             "scope": "all", "author_username": user.username,
-            "created_after": start.isoformat()}, get_all=True)
+            "created_after": start.isoformat(), **PER_PAGE}, get_all=True)
     project_ids = {p["id"] for p in personal} | {p["id"] for p in contributed}
     project_ids |= {e["project_id"] for e in events}
 
@@ -61,7 +68,8 @@ def scan_user(
         try:
             return list(gl.http_list(
                 f"/projects/{project_id}/repository/commits",
-                query_data={"all": "true", **({"since": start.isoformat()} if use_since else {})},
+                query_data={"all": "true", **PER_PAGE,
+                            **({"since": start.isoformat()} if use_since else {})},
                 get_all=True,
             ))
         except gitlab.exceptions.GitlabHttpError as exc:
