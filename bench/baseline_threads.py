@@ -107,8 +107,10 @@ def main() -> None:
         users: dict[str, list[str]] = json.load(handle)
     end = datetime.fromisoformat(args.now)
     start = end - timedelta(days=args.lookback_days)
+    # keep_base_url: GitLab builds its page links from its external URL, which need not be
+    # the one the client was given (python-gitlab's own answer to that)
     gl = gitlab.Gitlab(args.url, private_token=args.token, per_page=100,
-                       retry_transient_errors=True)
+                       retry_transient_errors=True, keep_base_url=True)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.user_workers) as pool:
         futures = {
