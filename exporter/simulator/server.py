@@ -551,6 +551,10 @@ class GitLabSimulator:
         self, request: web.Request, response: web.StreamResponse
     ) -> web.StreamResponse:
         """A JSON list of ``faults.huge_body_bytes`` bytes, streamed without a length."""
+        if self.faults.huge_body_real_items:
+            padded = await self._padded(request, response)
+            if padded is not None:
+                return padded
         stream = web.StreamResponse(status=response.status)
         stream.content_type = "application/json"
         stream.enable_chunked_encoding()
@@ -567,6 +571,41 @@ class GitLabSimulator:
             await stream.write_eof()
         except (ConnectionError, RuntimeError):
             pass  # the client stopped reading, as it should
+        return stream
+
+    async def _padded(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> web.StreamResponse | None:
+        """The real answer (a non-empty list) with each item padded by lines of text to
+        ``faults.huge_body_bytes`` in all, streamed without a length, headers kept."""
+        if not isinstance(response, web.Response) or not response.body:
+            return None
+        items = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            return None
+        line = '"' + "padding text " * 19 + '"'  # about 250 bytes, as a long message's lines
+        per_item = min(self.faults.huge_body_bytes // len(items),
+                       self.faults.huge_body_item_bytes)
+        padding = ('"padding":[' + ",".join([line] * max(1, per_item // (len(line) + 1)))
+                   + "]}").encode()
+        stream = web.StreamResponse(status=response.status)
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "content-type", "content-encoding"):
+                stream.headers.add(name, value)
+        stream.content_type = "application/json"
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        try:
+            for index, item in enumerate(items):
+                head = json.dumps(item).encode()
+                await stream.write((b"[" if index == 0 else b",") + head[:-1]
+                                   + (b"," if item else b""))
+                for at in range(0, len(padding), 2**20):
+                    await stream.write(padding[at : at + 2**20])
+            await stream.write(b"]")
+            await stream.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading
         return stream
 
     def _early_fault(self, request: web.Request, kind: str | None) -> web.StreamResponse | None:
