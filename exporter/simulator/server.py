@@ -559,15 +559,27 @@ class GitLabSimulator:
         stream.content_type = "application/json"
         stream.enable_chunked_encoding()
         await stream.prepare(request)
-        item = b'{"id":1,"padding":"' + b"x" * 4000 + b'"},'
+        # many small items, shaped as commits no scanned user authored (a shape check
+        # of another route's items fails on them)
+        sha = "0" * 40
+        item = json.dumps({
+            "id": sha, "short_id": sha[:8], "title": "padding", "message": "x" * 600,
+            "author_name": "padding", "author_email": "padding@example.invalid",
+            "authored_date": "2000-01-01T00:00:00.000Z",
+            "committed_date": "2000-01-01T00:00:00.000Z", "parent_ids": [],
+        }).encode() + b","
         size = self.faults.huge_body_bytes
         try:
             await stream.write(b"[")
             sent = 1
+            block = item * 64
+            while sent + len(block) < size:
+                await stream.write(block)
+                sent += len(block)
             while sent < size:
                 await stream.write(item)
                 sent += len(item)
-            await stream.write(b'{"id":1}]')
+            await stream.write(item[:-1] + b"]")
             await stream.write_eof()
         except (ConnectionError, RuntimeError):
             pass  # the client stopped reading, as it should
@@ -600,6 +612,8 @@ class GitLabSimulator:
                 head = json.dumps(item).encode()
                 await stream.write((b"[" if index == 0 else b",") + head[:-1]
                                    + (b"," if item else b""))
+                if index == 0:  # one character outside the BMP, as in an emoji
+                    await stream.write('"note":"shipped \U0001F680",'.encode())
                 for at in range(0, len(padding), 2**20):
                     await stream.write(padding[at : at + 2**20])
             await stream.write(b"]")
