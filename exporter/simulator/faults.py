@@ -96,6 +96,8 @@ class Faults:
     #: at most this much padding per item (GitLab sends at most 100 items a page: a page
     #: near the 50 MiB cap is a full page of items of about 500 KiB)
     huge_body_item_bytes: int = 512 * 2**10
+    #: bytes of each padded body served (``huge_body_real_items``)
+    huge_body_sizes: list[int] = field(default_factory=list)
     seed: int = 0
     rules: list[FaultRule] = field(default_factory=list)
     #: how many faults of each kind were injected

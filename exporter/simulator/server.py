@@ -607,6 +607,7 @@ class GitLabSimulator:
         stream.content_type = "application/json"
         stream.enable_chunked_encoding()
         await stream.prepare(request)
+        sent = 0
         try:
             for index, item in enumerate(items):
                 head = json.dumps(item).encode()
@@ -616,7 +617,9 @@ class GitLabSimulator:
                     await stream.write('"note":"shipped \U0001F680",'.encode())
                 for at in range(0, len(padding), 2**20):
                     await stream.write(padding[at : at + 2**20])
+                sent += len(head) + len(padding) + 1
             await stream.write(b"]")
+            self.faults.huge_body_sizes.append(sent + 1)
             await stream.write_eof()
         except (ConnectionError, RuntimeError):
             pass  # the client stopped reading
