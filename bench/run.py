@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter.gitlab.pacing import ALL, GITLAB_COM_ENDPOINT_LIMITS  # noqa: E402
+from exporter.simulator.faults import FaultRule  # noqa: E402
 from exporter.simulator.generate import REALISTIC_REFS, Realism, generate_org  # noqa: E402
 from exporter.simulator.model import Org  # noqa: E402
 from exporter.simulator.server import GITLAB_COM_LIMITS, SimulatorServer  # noqa: E402
@@ -53,6 +54,7 @@ EXTERNAL_HOST = "gitlab.bench.example"  # in GitLab's web_urls and no-reply emai
 LOOKBACK_DAYS = 30
 CONCURRENCY = 16
 COMMITS = "/projects/:id/repository/commits"
+HUGE_PAGE_BYTES = 48 * 2**20  # near the exporter's default body cap of 50 MiB
 BRANCHES = "/projects/:id/repository/branches"
 COMPARE = "/projects/:id/repository/compare"
 
@@ -269,6 +271,7 @@ async def run_scenario(
     limits: bool = True,
     history_commits: int = 0,
     plain: bool = False,
+    huge_pages: int = 0,
 ) -> dict[str, Any]:
     users, projects = SCENARIOS[name]
     org = generate_org(seed, users=users, projects=projects,
@@ -285,6 +288,15 @@ async def run_scenario(
         sim.faults.latency_ms = latency_ms
         if not plain:
             sim.simulator.external_url = f"https://{EXTERNAL_HOST}"  # in its page links
+        if huge_pages:
+            # the first N list pages of commits and push events padded towards the 50 MiB
+            # cap: the real items, each with lines of text (the numbers stay exact)
+            sim.faults.huge_body_bytes = HUGE_PAGE_BYTES
+            sim.faults.huge_body_item_bytes = 2 * 2**20
+            sim.faults.huge_body_real_items = True
+            for index in range(huge_pages):
+                route = (r"/repository/commits$", r"/users/\d+/events$")[index % 2]
+                sim.faults.add(FaultRule(route, "huge_body", times=1))
         child = await Child.start(write_config(org, sim.url, workdir, limits=limits))
         try:
             for phase in ("first", "steady"):
@@ -342,6 +354,8 @@ async def run_scenario(
                 "agrees_with_exporter": measured["commits"] == result["steady_commits"],
                 "equals_truth": measured["commits"] == truth_commits(org, admin=plain),
             }
+    if huge_pages:
+        result["huge_pages_mib"] = [round(n / 2**20, 1) for n in sim.faults.huge_body_sizes]
     result.pop("first_commits")
     result.pop("steady_commits")
     return result
@@ -392,8 +406,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 baseline=not args.no_baseline, workdir=Path(tmp),
                 baseline_since=args.baseline_since, limits=not args.no_limits,
                 history_commits=args.history_commits, plain=args.plain,
+                huge_pages=args.huge_pages,
             ))
     print(table(results))
+    for r in results:
+        if "huge_pages_mib" in r:
+            print(f"{r['scenario']}: padded pages served (MiB): {r['huge_pages_mib']}")
     return report(results, args)
 
 
@@ -436,6 +454,9 @@ def main() -> None:
                              "the two years before the window (long-lived repositories)")
     parser.add_argument("--plain", action="store_true",
                         help="no realism knobs: every profile and repository visible, one host")
+    parser.add_argument("--huge-pages", type=int, default=0, metavar="N",
+                        help="pad the first N pages of commits and push events towards "
+                             "the body cap (48 MiB; the numbers stay exact)")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
     args = parser.parse_args()
     sys.exit(asyncio.run(main_async(args)))

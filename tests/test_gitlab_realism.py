@@ -5,7 +5,6 @@ nobody can believe, pagination links on GitLab's external URL, endless empty pag
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
@@ -325,42 +324,7 @@ async def test_response_bytes_in_flight_are_capped_for_the_process(
     assert client.bodies.used == 0
 
 
-async def test_a_large_page_is_parsed_without_stalling_the_event_loop(
-    org: Org, session: aiohttp.ClientSession
-) -> None:
-    async with SimulatorServer(org, token=TOKEN, host=HOST) as sim:
-        sim.faults.huge_body_bytes = 30 * 2**20
-        sim.faults.add(FaultRule(r"/users/\d+/projects$", "huge_body"))
-        client = client_for(session, sim.url)
-        gaps: list[float] = []
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            loop = asyncio.get_running_loop()
-            last = loop.time()
-            while not done.is_set():
-                await asyncio.sleep(0.005)
-                now = loop.time()
-                gaps.append(now - last)
-                last = now
-
-        ticking = asyncio.ensure_future(ticker())
-        try:
-            page = await client.get_json(
-                f"/users/{min(org.users)}/projects", endpoint="/users/:id/projects"
-            )
-        finally:
-            done.set()
-            await ticking
-    assert isinstance(page, list) and len(page) > 7000
-    # the same page parsed in one go on the loop, for a yardstick on this machine now:
-    # parsed a slice at a time, the loop never waits more than a fraction of that
-    body = json.dumps(page).encode()
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    json.loads(body)
-    in_one_go = loop.time() - began
-    assert max(gaps) < in_one_go / 2, (max(gaps), in_one_go)
+# a large page without stalling the event loop: tests/test_bodies.py
 
 
 async def test_a_scan_finishes_exact_under_throttles_answered_as_gitlab_does(org: Org) -> None:

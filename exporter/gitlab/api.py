@@ -10,6 +10,7 @@ Only the fields listed on the dataclasses are kept, so large scans hold little m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -125,6 +126,9 @@ class AuthoredItem:
     author: str
     item: ItemRef
 
+
+_CONVERT_TURN = 500
+"""Items of a long list in one answer converted per turn of the event loop."""
 
 EVENTS_PAGE_CAP = 101
 """GitLab counts at most 10,001 events: ``rel="next"`` ends after page 101 at 100 a page."""
@@ -349,8 +353,14 @@ class GitLabApi:
             endpoint=endpoint,
         )
         obj = shape.obj(body, "body")
-        raw = obj.get("commits")
-        return [_commit_record(shape, item) for item in shape.req_list(raw)]
+        raw = shape.req_list(obj.get("commits"))
+        commits: list[CommitRecord] = []
+        for index in range(len(raw)):
+            item, raw[index] = raw[index], None  # freed as it goes, not all at once
+            commits.append(_commit_record(shape, item))
+            if index % _CONVERT_TURN == _CONVERT_TURN - 1:
+                await asyncio.sleep(0)  # a long list takes turns with the rest
+        return commits
 
     async def _commits(self, project_id: int, params: Mapping[str, str]) -> list[CommitRecord]:
         endpoint = "/projects/:id/repository/commits"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gc
 import json
 import random
 import time
@@ -33,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from yarl import URL
 
-from exporter.gitlab.bodies import ByteBudget, Lease, parse_json
+from exporter.gitlab.bodies import ByteBudget, JsonReader, Lease
 from exporter.gitlab.breaker import ProjectBreaker
 from exporter.gitlab.errors import (
     FAILURE_REASONS,
@@ -278,6 +279,19 @@ def _describe_body(body: bytes, content_type: str) -> str:
     return _short(_json_message(data)) or "JSON body without a message"
 
 
+async def _hand_out(items: list[Any], per_turn: int) -> AsyncIterator[Any]:
+    """A large page's items, ``per_turn`` at a time between turns of the event loop, each
+    let go of as it is handed out: what its reader turns them into, and freeing them, is
+    spread over the turns too."""
+    for index in range(len(items)):
+        item, items[index] = items[index], None
+        yield item
+        del item
+        if index % per_turn == per_turn - 1:
+            gc.collect(0)  # automatic passes are held off while the page is alive
+            await asyncio.sleep(0)
+
+
 def _json_message(data: Any) -> str:
     if isinstance(data, str):
         return data
@@ -300,6 +314,7 @@ class _Response:
     content_type: str
     next_url: URL | None
     lease: Lease | None = None  # the body's bytes in the process' budget, until parsed
+    reader: JsonReader | None = None  # a 2xx body, parsed as it arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +322,9 @@ class _Page:
     data: Any
     next_url: URL | None
     total_pages: int | None  # GitLab's X-Total-Pages, when it sent one
+    #: a large list's items to hand out per turn of the event loop (``None``: all at once)
+    per_turn: int | None = None
+    reader: JsonReader | None = None  # close once the page's items are handed out
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +457,8 @@ class GitLabClient:
         """GET ``/api/v4`` + ``path`` (already percent-encoded) and return the parsed JSON."""
         with self._watched(path, endpoint) as retries:
             page = await self._fetch(self._url(path, params), endpoint, retries)
+        if page.reader is not None:
+            page.reader.close()
         return page.data
 
     @contextmanager
@@ -529,8 +549,16 @@ class GitLabClient:
                     )
             if on_page is not None:
                 on_page()
-            for item in data:
-                yield item
+            try:
+                if page.per_turn is None:
+                    for item in data:
+                        yield item
+                else:
+                    async for item in _hand_out(data, page.per_turn):
+                        yield item
+            finally:
+                if page.reader is not None:
+                    page.reader.close()
             url = next_url
 
     def _on_base(self, link: URL, endpoint: str) -> URL:
@@ -630,6 +658,10 @@ class GitLabClient:
                 ticket.close()
         try:
             return await self._page(response, endpoint)
+        except BaseException:
+            if response.reader is not None:
+                response.reader.close()
+            raise
         finally:
             if response.lease is not None:
                 response.lease.release()
@@ -639,8 +671,9 @@ class GitLabClient:
         if status != 429:
             self.gate.accepted(endpoint)
         if 200 <= status < 300:
+            reader = response.reader
             try:
-                data = await parse_json(response.body)  # a large list a slice at a time
+                data = reader.finish() if reader is not None else json.loads(response.body)
             except (ValueError, UnicodeDecodeError, RecursionError):  # nesting bomb too
                 raise _Retry(
                     "invalid_body",
@@ -648,7 +681,13 @@ class GitLabClient:
                     ApiError("response body is not valid JSON", endpoint=endpoint, status=status),
                 ) from None
             total = header_number(response.headers.get("X-Total-Pages"))
-            return _Page(data, response.next_url, None if total is None else int(total))
+            return _Page(
+                data,
+                response.next_url,
+                None if total is None else int(total),
+                per_turn=None if reader is None else reader.items_per_turn,
+                reader=reader,
+            )
         detail = self._redact(_describe_body(response.body, response.content_type))
         if status == 404:
             raise NotFoundError(detail, endpoint=endpoint, status=status)
@@ -725,11 +764,16 @@ class GitLabClient:
                 ok = 200 <= resp.status < 300
                 limit = self._max_body_bytes if ok else _ERROR_BODY_BYTES
                 lease = self.bodies.lease() if ok else None
+                reader = JsonReader() if ok else None
                 try:
-                    body = await self._read_body(resp, limit, endpoint, strict=ok, lease=lease)
+                    body = await self._read_body(
+                        resp, limit, endpoint, strict=ok, lease=lease, reader=reader
+                    )
                 except BaseException:
                     if lease is not None:
                         lease.release()
+                    if reader is not None:
+                        reader.close()
                     raise
                 next_link = resp.links.get("next") if ok else None
                 next_url = next_link.get("url") if next_link is not None else None
@@ -740,6 +784,7 @@ class GitLabClient:
                     content_type=resp.headers.get("Content-Type", ""),
                     next_url=next_url if isinstance(next_url, URL) else None,
                     lease=lease,
+                    reader=reader,
                 )
         except asyncio.CancelledError:
             code = None  # abandoned by the caller, not an answer from GitLab
@@ -780,9 +825,11 @@ class GitLabClient:
         *,
         strict: bool,
         lease: Lease | None = None,
+        reader: JsonReader | None = None,
     ) -> bytes:
         """Read at most ``limit`` bytes; over it, fail (``strict``) or truncate. With a
-        ``lease``, each chunk waits for room in the process' byte budget."""
+        ``lease``, each chunk waits for room in the process' byte budget. With a
+        ``reader``, each chunk goes to it as it arrives (and nothing is returned)."""
         too_large = ApiError(
             f"response body larger than {limit} bytes", endpoint=endpoint, status=resp.status
         )
@@ -800,5 +847,8 @@ class GitLabClient:
                     raise too_large
                 chunks.append(chunk[: len(chunk) - (size - limit)])
                 break
-            chunks.append(chunk)
+            if reader is not None:
+                await reader.feed(chunk)  # parsed as it arrives; a large list in slices
+            else:
+                chunks.append(chunk)
         return b"".join(chunks)

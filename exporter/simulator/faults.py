@@ -88,6 +88,16 @@ class Faults:
     slow_delay: float = 1.0
     #: size of the ``huge_body`` kind's body
     huge_body_bytes: int = 64 * 2**20
+    #: the ``huge_body`` kind keeps the real answer (a non-empty list: its items, headers
+    #: and pagination) and pads each item with a ``padding`` list of text lines up to
+    #: ``huge_body_bytes``, as items with very long texts make a page near the cap; else
+    #: the body is a list of small padding objects only
+    huge_body_real_items: bool = False
+    #: at most this much padding per item (GitLab sends at most 100 items a page: a page
+    #: near the 50 MiB cap is a full page of items of about 500 KiB)
+    huge_body_item_bytes: int = 512 * 2**10
+    #: bytes of each padded body served (``huge_body_real_items``)
+    huge_body_sizes: list[int] = field(default_factory=list)
     seed: int = 0
     rules: list[FaultRule] = field(default_factory=list)
     #: how many faults of each kind were injected

@@ -551,22 +551,78 @@ class GitLabSimulator:
         self, request: web.Request, response: web.StreamResponse
     ) -> web.StreamResponse:
         """A JSON list of ``faults.huge_body_bytes`` bytes, streamed without a length."""
+        if self.faults.huge_body_real_items:
+            padded = await self._padded(request, response)
+            if padded is not None:
+                return padded
         stream = web.StreamResponse(status=response.status)
         stream.content_type = "application/json"
         stream.enable_chunked_encoding()
         await stream.prepare(request)
-        item = b'{"id":1,"padding":"' + b"x" * 4000 + b'"},'
+        # many small items, shaped as commits no scanned user authored (a shape check
+        # of another route's items fails on them)
+        sha = "0" * 40
+        item = json.dumps({
+            "id": sha, "short_id": sha[:8], "title": "padding", "message": "x" * 600,
+            "author_name": "padding", "author_email": "padding@example.invalid",
+            "authored_date": "2000-01-01T00:00:00.000Z",
+            "committed_date": "2000-01-01T00:00:00.000Z", "parent_ids": [],
+        }).encode() + b","
         size = self.faults.huge_body_bytes
         try:
             await stream.write(b"[")
             sent = 1
+            block = item * 64
+            while sent + len(block) < size:
+                await stream.write(block)
+                sent += len(block)
             while sent < size:
                 await stream.write(item)
                 sent += len(item)
-            await stream.write(b'{"id":1}]')
+            await stream.write(item[:-1] + b"]")
             await stream.write_eof()
         except (ConnectionError, RuntimeError):
             pass  # the client stopped reading, as it should
+        return stream
+
+    async def _padded(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> web.StreamResponse | None:
+        """The real answer (a non-empty list) with each item padded by lines of text to
+        ``faults.huge_body_bytes`` in all, streamed without a length, headers kept."""
+        if not isinstance(response, web.Response) or not response.body:
+            return None
+        items = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            return None
+        line = '"' + "padding text " * 19 + '"'  # about 250 bytes, as a long message's lines
+        per_item = min(self.faults.huge_body_bytes // len(items),
+                       self.faults.huge_body_item_bytes)
+        padding = ('"padding":[' + ",".join([line] * max(1, per_item // (len(line) + 1)))
+                   + "]}").encode()
+        stream = web.StreamResponse(status=response.status)
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "content-type", "content-encoding"):
+                stream.headers.add(name, value)
+        stream.content_type = "application/json"
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        sent = 0
+        try:
+            for index, item in enumerate(items):
+                head = json.dumps(item).encode()
+                await stream.write((b"[" if index == 0 else b",") + head[:-1]
+                                   + (b"," if item else b""))
+                if index == 0:  # one character outside the BMP, as in an emoji
+                    await stream.write('"note":"shipped \U0001F680",'.encode())
+                for at in range(0, len(padding), 2**20):
+                    await stream.write(padding[at : at + 2**20])
+                sent += len(head) + len(padding) + 1
+            await stream.write(b"]")
+            self.faults.huge_body_sizes.append(sent + 1)
+            await stream.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading
         return stream
 
     def _early_fault(self, request: web.Request, kind: str | None) -> web.StreamResponse | None:
