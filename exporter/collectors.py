@@ -368,6 +368,25 @@ class ScansTotalCollector(SnapshotCollector):
         yield family
 
 
+class MetricsResponsesCollector(Collector):
+    """``gitlab_activity_metrics_responses_total{encoding}``: the registry's ``/metrics``
+    responses so far by content coding (``gzip``, ``identity``), both always present."""
+
+    def __init__(self, registry: SnapshotRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            PREFIX + "metrics_responses",
+            "Responses to /metrics by content coding: gzip (what Prometheus asks for) or "
+            "identity; the response counts itself.",
+            labels=["encoding"],
+        )
+        for encoding in ("gzip", "identity"):
+            family.add_metric([encoding], self._registry.responses.get(encoding, 0))
+        return [family]
+
+
 class BuildInfoCollector(Collector):
     """Constant ``gitlab_activity_build_info{version} 1``."""
 
@@ -462,6 +481,7 @@ def build_registry(
     for collector_type in SNAPSHOT_COLLECTORS:
         registry.register_snapshot_collector(collector_type(source))
     registry.register(BuildInfoCollector(version))
+    registry.register(MetricsResponsesCollector(registry))
     if interval_seconds is not None:
         registry.register(ScanIntervalCollector(interval_seconds))
     if shard is not None:

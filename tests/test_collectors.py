@@ -285,6 +285,7 @@ def test_text_exposition_types_and_help(registry: CollectorRegistry) -> None:
         "gitlab_activity_last_scan_users": "gauge",
         "gitlab_activity_scans": "counter",
         "gitlab_activity_build_info": "gauge",
+        "gitlab_activity_metrics_responses": "counter",
     }
     assert {name: f.type for name, f in families.items()} == expected_types
     for family in families.values():
