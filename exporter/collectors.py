@@ -220,6 +220,11 @@ class TeamPeriodCommitsCollector(SnapshotCollector):
 
 
 class UserScanFailuresCollector(SnapshotCollector):
+    """A user's series only for the reasons the user has failed with: a zero series per
+    user and reason carries nothing (``gitlab_activity_user_up`` already says who is
+    failing) and would be most of the body. A series so appears with its first
+    failure, at 1; the alert rules count a series that appeared as an increase."""
+
     def families(self, snapshot: Snapshot) -> Iterator[Metric]:
         family = CounterMetricFamily(
             PREFIX + "user_scan_failures_total",
@@ -227,10 +232,12 @@ class UserScanFailuresCollector(SnapshotCollector):
             labels=["user", "reason"],
         )
         for user in _users(snapshot):
-            reasons = list(FAILURE_REASONS)
-            reasons += sorted(r for r in user.failures if r not in FAILURE_REASONS)
-            for reason in reasons:
-                family.add_metric([user.username, reason], user.failures.get(reason, 0))
+            known = [r for r in FAILURE_REASONS if user.failures.get(r, 0) > 0]
+            others = sorted(
+                r for r, n in user.failures.items() if r not in FAILURE_REASONS and n > 0
+            )
+            for reason in known + others:
+                family.add_metric([user.username, reason], user.failures[reason])
         yield family
 
 
@@ -368,6 +375,25 @@ class ScansTotalCollector(SnapshotCollector):
         yield family
 
 
+class MetricsResponsesCollector(Collector):
+    """``gitlab_activity_metrics_responses_total{encoding}``: the registry's ``/metrics``
+    responses so far by content coding (``gzip``, ``identity``), both always present."""
+
+    def __init__(self, registry: SnapshotRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            PREFIX + "metrics_responses",
+            "Responses to /metrics by content coding: gzip (what Prometheus asks for) or "
+            "identity; the response counts itself.",
+            labels=["encoding"],
+        )
+        for encoding in ("gzip", "identity"):
+            family.add_metric([encoding], self._registry.responses.get(encoding, 0))
+        return [family]
+
+
 class BuildInfoCollector(Collector):
     """Constant ``gitlab_activity_build_info{version} 1``."""
 
@@ -462,6 +488,7 @@ def build_registry(
     for collector_type in SNAPSHOT_COLLECTORS:
         registry.register_snapshot_collector(collector_type(source))
     registry.register(BuildInfoCollector(version))
+    registry.register(MetricsResponsesCollector(registry))
     if interval_seconds is not None:
         registry.register(ScanIntervalCollector(interval_seconds))
     if shard is not None:

@@ -19,11 +19,21 @@ Rendering a snapshot's families is CPU work of a few hundred milliseconds for
 thousands of users; :meth:`SnapshotRegistry.render` does it in slices of
 :data:`SAMPLES_PER_SLICE` samples and yields to the event loop between them, so a
 scrape or a warm-up after a scan never stalls the loop for long.
+
+gzip (what Prometheus asks for by default) is cached the same way: the snapshot part is
+compressed once per snapshot and format into one gzip member (RFC 1952, section 2.2:
+a gzip file is a series of members), in slices of :data:`COMPRESS_SLICE_BYTES` that
+yield to the event loop; a scrape compresses only its live families into a second
+member and sends both. A gzip reader decompresses the concatenation to the body
+:meth:`SnapshotRegistry.render` returns, byte for byte (Go's ``compress/gzip``, which
+Prometheus reads scrapes with, reads every member by default, as do Python's
+``gzip`` module and the ``gzip`` tool).
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,10 +44,21 @@ from prometheus_client.registry import Collector, CollectorRegistry
 if TYPE_CHECKING:
     from exporter.snapshot import Snapshot
 
-__all__ = ["DEFAULT_ENCODER", "SAMPLES_PER_SLICE", "Encoder", "SnapshotRegistry"]
+__all__ = [
+    "COMPRESS_SLICE_BYTES",
+    "DEFAULT_ENCODER",
+    "GZIP_LEVEL",
+    "SAMPLES_PER_SLICE",
+    "Encoder",
+    "SnapshotRegistry",
+    "gzip_member",
+]
 
 Encoder = Callable[[Collector], bytes]
 SAMPLES_PER_SLICE = 2000
+COMPRESS_SLICE_BYTES = 64 * 1024  # about a millisecond of zlib at GZIP_LEVEL
+GZIP_LEVEL = 6  # zlib's default, as aiohttp compresses
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 EOF = b"# EOF\n"
 # samples that prometheus_client's text format moves into families of their own
 _MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
@@ -96,6 +117,24 @@ def _copy(metric: Metric, samples: list) -> Metric:  # type: ignore[type-arg]
     return part
 
 
+def gzip_member(data: bytes) -> bytes:
+    """``data`` as one gzip member (no file name, modification time 0)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+async def _gzip_member_in_slices(data: bytes) -> bytes:
+    """:func:`gzip_member` of ``data``, yielding to the event loop between slices."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    parts: list[bytes] = []
+    view = memoryview(data)
+    for start in range(0, len(data), COMPRESS_SLICE_BYTES):
+        parts.append(compressor.compress(view[start : start + COMPRESS_SLICE_BYTES]))
+        await asyncio.sleep(0)
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
 def _strip_eof(body: bytes) -> bytes:
     return body[: -len(EOF)] if body.endswith(EOF) else body
 
@@ -133,7 +172,15 @@ class SnapshotRegistry(CollectorRegistry):
         self._live: list[Collector] = []
         self._cached_for: Snapshot | None = None
         self._cache: dict[str, asyncio.Future[_Rendered]] = {}
+        self._gzip: dict[str, asyncio.Future[bytes]] = {}  # the cache's parts, compressed
         self._encoders: dict[str, Encoder] = {}  # formats scraped so far, by content type
+        self._gzipped: set[str] = set()  # formats scraped with gzip so far
+        #: snapshot parts compressed so far, and their uncompressed bytes (once per
+        #: snapshot and format scraped with gzip)
+        self.compressions = 0
+        self.compressed_bytes = 0
+        #: ``/metrics`` responses served so far by content coding (counted by the handler)
+        self.responses: dict[str, int] = {}
 
     # --- registration -------------------------------------------------------------
     def register_snapshot_collector(self, collector: Collector) -> None:
@@ -156,10 +203,15 @@ class SnapshotRegistry(CollectorRegistry):
             self._snapshot_collectors.remove(collector)
             self._forget()
 
+    def count_response(self, encoding: str) -> None:
+        """Count a ``/metrics`` response with content coding ``encoding``."""
+        self.responses[encoding] = self.responses.get(encoding, 0) + 1
+
     # --- rendering ----------------------------------------------------------------
     def _forget(self) -> None:
         self._cached_for = None
         self._cache = {}
+        self._gzip = {}
 
     async def _render_snapshot_part(self, encoder: Encoder) -> _Rendered:
         parts: list[bytes] = []
@@ -209,6 +261,44 @@ class SnapshotRegistry(CollectorRegistry):
         snapshot and key, concurrent callers share the one rendering."""
         return (await self._rendered(encoder, key)).body
 
+    async def _compress_snapshot_part(self, encoder: Encoder, key: str) -> bytes:
+        body = await self.snapshot_part(encoder, key)
+        self.compressions += 1
+        self.compressed_bytes += len(body)
+        return await _gzip_member_in_slices(body)
+
+    async def snapshot_part_gzip(self, encoder: Encoder, key: str) -> bytes:
+        """:meth:`snapshot_part` as one gzip member: compressed once per snapshot and
+        key (in slices), concurrent callers share the one compression."""
+        while True:
+            snapshot = self._source()
+            self._entry(encoder, key)  # drops the cache of a replaced snapshot
+            entry = self._gzip.get(key)
+            if entry is None:
+                entry = asyncio.ensure_future(self._compress_snapshot_part(encoder, key))
+                self._gzip[key] = entry
+            try:
+                member = await asyncio.shield(entry)
+            except Exception:
+                if self._gzip.get(key) is entry:
+                    del self._gzip[key]
+                raise
+            if self._source() is snapshot:
+                return member
+            # the snapshot changed while compressing: compress the new one
+
+    async def render_gzip(
+        self, encoder: Encoder, key: str, names: Collection[str] | None = None
+    ) -> bytes:
+        """:meth:`render` gzip-compressed: the cached snapshot member followed by a member
+        of the live families (a filtered scrape, small, is compressed as a whole)."""
+        self._encoders[key] = encoder
+        self._gzipped.add(key)
+        if names is not None:
+            return gzip_member(await self.render(encoder, key, names))
+        snapshot_member = await self.snapshot_part_gzip(encoder, key)
+        return snapshot_member + gzip_member(encoder(_Live(self._live)))
+
     async def render(
         self, encoder: Encoder, key: str, names: Collection[str] | None = None
     ) -> bytes:
@@ -239,10 +329,13 @@ class SnapshotRegistry(CollectorRegistry):
 
     async def warm(self, extra: Iterable[tuple[Encoder, str]] = ()) -> None:
         """Render the current snapshot's part for the formats scraped before (and the
-        plain text format, plus ``extra``), so the next scrapes only render live families."""
+        plain text format, plus ``extra``), and compress it for the formats scraped with
+        gzip before, so the next scrapes only render (and compress) live families."""
         wanted: dict[str, Encoder] = {DEFAULT_ENCODER[1]: DEFAULT_ENCODER[0]}
         wanted.update(self._encoders)
         for encoder, key in extra:
             wanted[key] = encoder
         for key, encoder in wanted.items():
             await self.snapshot_part(encoder, key)
+            if key in self._gzipped:
+                await self.snapshot_part_gzip(encoder, key)

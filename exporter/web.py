@@ -33,6 +33,7 @@ from exporter.snapshot import Snapshot
 __all__ = [
     "NAME",
     "PageCache",
+    "accepts_gzip",
     "make_app",
     "metrics_handler",
     "render_landing_page",
@@ -113,10 +114,36 @@ def leaderboard_view(request: web.Request, snapshot: Snapshot) -> PageView:
     )
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header value lets the response be gzip.
+
+    As prometheus_client's handlers decide (gzip when the header names it), except that
+    a quality of 0 refuses a coding (RFC 9110, section 12.5.3): ``gzip;q=0`` is a no,
+    and so is ``*;q=0`` for a gzip the header does not name; ``*`` alone is a yes."""
+    named: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # a malformed weight accepts nothing
+        if coding:
+            named.setdefault(coding.lower(), quality)
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in named:
+            return named[coding] > 0
+    return False
+
+
 def metrics_handler(registry: CollectorRegistry) -> Handler:
     """``/metrics``: prometheus_client's handler, except that on a
     :class:`~exporter.exposition.SnapshotRegistry` the snapshot part comes from its
-    per-snapshot cache (same bytes, same content negotiation, gzip by aiohttp)."""
+    per-snapshot cache (same bytes, same content negotiation by ``Accept``), and so does
+    its gzip member when ``Accept-Encoding`` allows gzip (:func:`accepts_gzip`)."""
     plain = make_aiohttp_handler(registry)
     if not isinstance(registry, SnapshotRegistry):
         return plain
@@ -124,10 +151,16 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
         names = request.query.getall("name[]", None)  # a filtered scrape
-        body = await registry.render(encoder, content_type, names)
-        response = web.Response(body=body, headers={"Content-Type": content_type})
-        response.enable_compression()
-        return response
+        headers = {hdrs.CONTENT_TYPE: content_type, hdrs.VARY: "Accept, Accept-Encoding"}
+        encodings = ",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, []))
+        if accepts_gzip(encodings):
+            registry.count_response("gzip")  # before rendering: the response counts itself
+            body = await registry.render_gzip(encoder, content_type, names)
+            headers[hdrs.CONTENT_ENCODING] = "gzip"
+        else:
+            registry.count_response("identity")
+            body = await registry.render(encoder, content_type, names)
+        return web.Response(body=body, headers=headers)
 
     return handler
 
@@ -142,7 +175,7 @@ def make_app(
     """The aiohttp application serving the exporter's endpoints.
 
     ``/metrics`` renders the private ``registry`` (text or OpenMetrics by ``Accept``,
-    gzip by ``Accept-Encoding``), see :func:`metrics_handler`.
+    gzip or identity by ``Accept-Encoding``), see :func:`metrics_handler`.
     """
 
     pages = PageCache()

@@ -126,21 +126,27 @@ def test_projects_by_kind(registry: CollectorRegistry) -> None:
     assert value(registry, name, user="carol", kind="personal") is None
 
 
-def test_failure_counters_initialised_for_every_user_and_reason(
+def test_failure_counters_only_for_reasons_that_occurred(
     registry: CollectorRegistry,
 ) -> None:
     name = "gitlab_activity_user_scan_failures_total"
     assert set(FAILURE_REASONS) == {
         "not_found", "unauthorized", "private_profile", "rate_limited", "api_error", "timeout", "crash"
     }
-    for user in ("alice", "bob", "carol"):
-        for reason in FAILURE_REASONS:
-            assert value(registry, name, user=user, reason=reason) is not None
-    assert value(registry, name, user="alice", reason="timeout") == 0
+    failed = {
+        (user, reason)
+        for user in ("alice", "bob", "carol")
+        for reason in FAILURE_REASONS
+        if value(registry, name, user=user, reason=reason) is not None
+    }
+    # no zero series: alice never failed; bob and carol only for what they failed with
+    assert failed == {("bob", "timeout"), ("bob", "rate_limited"), ("carol", "not_found")}
     assert value(registry, name, user="bob", reason="timeout") == 2
     assert value(registry, name, user="bob", reason="rate_limited") == 1
     assert value(registry, name, user="carol", reason="not_found") == 3
-    assert value(registry, name, user="carol", reason="crash") == 0
+    text = generate_latest(registry).decode()
+    assert "# TYPE gitlab_activity_user_scan_failures_total counter" in text
+    assert " 0.0" not in "\n".join(s for s in text.splitlines() if s.startswith(name))
 
 
 def test_last_success_and_up(registry: CollectorRegistry) -> None:
@@ -285,6 +291,7 @@ def test_text_exposition_types_and_help(registry: CollectorRegistry) -> None:
         "gitlab_activity_last_scan_users": "gauge",
         "gitlab_activity_scans": "counter",
         "gitlab_activity_build_info": "gauge",
+        "gitlab_activity_metrics_responses": "counter",
     }
     assert {name: f.type for name, f in families.items()} == expected_types
     for family in families.values():

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,10 @@ GRAFANA_MACROS = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "5
 
 def fast_rules(text: str) -> str:
     """The rules file with alert windows shrunk to fit a test: every ``for:`` 2 s, every
-    range 20 s. Nothing else changes (the test checks the recording rules are equal)."""
+    range and offset 20 s. Nothing else changes (the test checks the recording rules are
+    equal)."""
     text = re.sub(r"(?m)^(\s+for:) \S+$", r"\1 2s", text)
+    text = re.sub(r"\boffset \d+[smhd]\b", "offset 20s", text)
     return re.sub(r"\[\d+[smhd]\]", "[20s]", text)
 
 
@@ -312,6 +315,36 @@ def test_each_pod_is_one_target_and_each_user_one_series(stack: Stack) -> None:
             found = stack.query(metric)
             assert sorted(r["metric"]["pod"] for r in found) == sorted(t["pod"] for t in stack.targets), metric
             assert all(float(r["value"][1]) > 0 for r in found), metric
+
+    eventually(check)
+
+
+def test_prometheus_scrapes_gzip_and_gets_every_sample(stack: Stack) -> None:
+    # Prometheus asks for gzip; the body is the cached snapshot member and a live member:
+    # the live family counting responses is in the second one, so Prometheus read both
+    def check() -> None:
+        for url, target in zip(stack.exporters, stack.targets, strict=True):
+            pod = target["pod"]
+            served = {
+                r["metric"]["encoding"]: float(r["value"][1])
+                for r in stack.query(f'gitlab_activity_metrics_responses_total{{pod="{pod}"}}')
+            }
+            assert served.get("gzip", 0) >= 3, (pod, served)  # every scrape in gzip
+            code, body = http_get(f"{url}/metrics")  # uncompressed, as urllib asks
+            assert code == 200
+            expected = Counter(
+                line.split("{")[0].split(" ")[0]
+                for line in body.splitlines()
+                if line.startswith(("gitlab_activity_user_", "gitlab_activity_team_"))
+            )
+            assert expected["gitlab_activity_user_commits"] > 0
+            found = stack.query(
+                f'count by (__name__) ({{pod="{pod}", __name__=~"gitlab_activity_(user|team)_.+"}})'
+            )
+            # every user and team series the exporter serves is in Prometheus, no more
+            assert {r["metric"]["__name__"]: int(r["value"][1]) for r in found} == expected, pod
+            scraped = stack.query(f'scrape_samples_scraped{{pod="{pod}"}}')
+            assert scraped and float(scraped[0]["value"][1]) >= sum(expected.values())
 
     eventually(check)
 

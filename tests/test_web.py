@@ -74,7 +74,10 @@ async def test_metrics_openmetrics(aiohttp_client: ClientFactory) -> None:
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
     body = await resp.text()
     assert body.endswith("# EOF\n")
-    assert 'gitlab_activity_user_scan_failures_total{reason="timeout",user="alice"} 0.0' in body
+    assert "# TYPE gitlab_activity_user_scan_failures counter" in body
+    assert 'gitlab_activity_user_up{user="alice"} 1.0' in body
+    # alice never failed: no zero failure series for her
+    assert 'gitlab_activity_user_scan_failures_total{reason="timeout",user="alice"}' not in body
 
 
 async def test_metrics_gzip(aiohttp_client: ClientFactory) -> None:
